@@ -1,0 +1,1 @@
+"""Code that the writer and the aggregator share: time, input parsing, schema."""

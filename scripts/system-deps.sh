@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to run Reactions locally:
+# nginx and the PostgreSQL server binaries. Does nothing when they are there.
+set -euo pipefail
+
+have_pg() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
+
+missing=()
+have_nginx || missing+=(nginx-light)
+have_pg || missing+=(postgresql)
+command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Reactions needs: ${missing[*]}. Install them (sudo apt-get install ${missing[*]}) and retry." >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# PostgreSQL refuses to run as root: make sure its OS user exists.
+if [ "$(id -u)" -eq 0 ] && ! id -u "${REACTIONS_PG_OS_USER:-postgres}" >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin "${REACTIONS_PG_OS_USER:-postgres}"
+fi

@@ -1,0 +1,155 @@
+"""The shard file: the one description of a Reactions deployment's topology.
+
+JSON, so that tools can rewrite it with the standard library::
+
+    {
+      "shards": [
+        {"name": "a", "writers": ["127.0.0.1:8101"],
+         "dsn": "postgresql://postgres@127.0.0.1:5433/reactions", "state": "active"}
+      ],
+      "aggregators": ["127.0.0.1:8201"]
+    }
+
+A shard is ``active`` (takes writes, is read) or ``retired`` (takes no
+writes, is still read for the hours it holds: shard data is never discarded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIVE = "active"
+RETIRED = "retired"
+STATES = (ACTIVE, RETIRED)
+# Shard names appear in nginx upstream names, file names and metric labels.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+
+
+class ConfigError(ValueError):
+    """The shard file is malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str
+    writers: tuple[str, ...]
+    dsn: str
+    state: str = ACTIVE
+
+    @property
+    def active(self) -> bool:
+        return self.state == ACTIVE
+
+
+@dataclass(frozen=True)
+class Topology:
+    shards: tuple[Shard, ...]
+    aggregators: tuple[str, ...] = field(default=())
+
+    @property
+    def active_shards(self) -> tuple[Shard, ...]:
+        return tuple(s for s in self.shards if s.active)
+
+    def shard(self, name: str) -> Shard:
+        for shard in self.shards:
+            if shard.name == name:
+                return shard
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shards": [
+                {"name": s.name, "writers": list(s.writers), "dsn": s.dsn, "state": s.state} for s in self.shards
+            ],
+            "aggregators": list(self.aggregators),
+        }
+
+
+def load(path: str | os.PathLike[str]) -> Topology:
+    """Read and validate a shard file; raise ConfigError with a clear reason."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such shard file") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return parse(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse(raw: Any) -> Topology:
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be an object with 'shards'")
+    unknown = set(raw) - {"shards", "aggregators"}
+    if unknown:
+        raise ConfigError(f"unknown key {sorted(unknown)[0]!r}")
+    shards_raw = raw.get("shards")
+    if not isinstance(shards_raw, list) or not shards_raw:
+        raise ConfigError("'shards' must be a non-empty list")
+    shards = tuple(parse_shard(i, s) for i, s in enumerate(shards_raw))
+    check_unique([s.name for s in shards], "shard name")
+    check_unique([w for s in shards for w in s.writers], "writer address")
+    if not any(s.active for s in shards):
+        raise ConfigError("at least one shard must be active")
+    aggregators = tuple(parse_addresses(raw.get("aggregators", []), "aggregators"))
+    check_unique(list(aggregators), "aggregator address")
+    return Topology(shards=shards, aggregators=aggregators)
+
+
+def parse_shard(index: int, raw: Any) -> Shard:
+    where = f"shards[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be an object")
+    unknown = set(raw) - {"name", "writers", "dsn", "state"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: name must match {NAME_PATTERN.pattern}")
+    dsn = raw.get("dsn")
+    if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{where} ({name}): dsn must be a postgresql:// URL")
+    state = raw.get("state", ACTIVE)
+    if state not in STATES:
+        raise ConfigError(f"{where} ({name}): state must be one of {', '.join(STATES)}")
+    writers = tuple(parse_addresses(raw.get("writers"), f"{where} ({name}) writers"))
+    if state == ACTIVE and not writers:
+        raise ConfigError(f"{where} ({name}): an active shard needs at least one writer")
+    return Shard(name=name, writers=writers, dsn=dsn, state=state)
+
+
+def parse_addresses(raw: Any, where: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise ConfigError(f"{where} must be a list of host:port strings")
+    for address in raw:
+        if not ADDRESS_PATTERN.match(address) or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+            raise ConfigError(f"{where}: {address!r} is not host:port")
+    return list(raw)
+
+
+def check_unique(values: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{what} {value!r} appears twice")
+        seen.add(value)
+
+
+def save(topology: Topology, path: str | os.PathLike[str]) -> None:
+    """Write atomically, so that a reader never sees half a file."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "w") as out:
+        json.dump(topology.to_json(), out, indent=2)
+        out.write("\n")
+    os.replace(tmp, target)

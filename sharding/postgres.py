@@ -1,0 +1,160 @@
+"""A local PostgreSQL cluster per shard, run as an unprivileged OS user.
+
+PostgreSQL refuses to run as root; when we are root, every server command
+goes through ``runuser -u postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_USER = os.environ.get("REACTIONS_PG_OS_USER", "postgres")
+DATABASE = "reactions"
+# Enough for several writer and aggregator pools against one shard.
+MAX_CONNECTIONS = 300
+START_TIMEOUT_S = 60
+
+
+def pg_bin(name: str) -> str:
+    """Find a PostgreSQL server binary (PATH first, then Debian's layout)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise FileNotFoundError(f"{name} not found: install PostgreSQL (make install does)")
+
+
+def as_pg_user(argv: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", PG_USER, "--", *argv]
+
+
+@dataclass
+class LocalPostgres:
+    """One PostgreSQL server with its own data directory and port."""
+
+    data_dir: Path
+    port: int
+
+    @property
+    def dsn(self) -> str:
+        return self.dsn_for(DATABASE)
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """initdb (once) with trust auth on loopback only."""
+        if self.initialized():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._give_to_pg_user(self.data_dir)
+        subprocess.run(
+            as_pg_user([pg_bin("initdb"), "-D", str(self.data_dir), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
+                        "--locale=C.UTF-8"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# Reactions shard\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.data_dir}'\n"
+                f"max_connections = {MAX_CONNECTIONS}\n"
+                "synchronous_commit = on\n"
+                "fsync = on\n"
+            )
+
+    def start(self) -> None:
+        """Start the server and create the database; returns once it accepts connections."""
+        self.init()
+        subprocess.run(
+            as_pg_user([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+                        "-t", str(START_TIMEOUT_S), "-o", f"-p {self.port}", "start"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.create_database(DATABASE)
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.pid() is None:
+            return
+        subprocess.run(
+            as_pg_user([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster (a crash), leaving its children to die with it."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while self._alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def pid(self) -> int | None:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if self._alive(pid) else None
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie is not alive; /proc tells.
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    def create_database(self, name: str) -> None:
+        """Create a database unless it exists (names are our own identifiers)."""
+        if not name.isidentifier():
+            raise ValueError(f"bad database name {name!r}")
+        psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", "postgres",
+                "-tAq", "-v", "ON_ERROR_STOP=1"]
+        exists = subprocess.run(
+            [*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if exists != "1":
+            subprocess.run([*psql, "-c", f"CREATE DATABASE {name}"], check=True, stdout=subprocess.DEVNULL)
+
+    @staticmethod
+    def _give_to_pg_user(path: Path) -> None:
+        """The data directory belongs to the server's user; its parents stay traversable."""
+        os.chmod(path, 0o700)
+        if os.geteuid() != 0:
+            return
+        user = pwd.getpwnam(PG_USER)
+        os.chown(path, user.pw_uid, user.pw_gid)
+        for parent in path.parents:
+            if parent.stat().st_mode & 0o005 != 0o005:
+                raise PermissionError(f"{parent} must be world-traversable for the {PG_USER} user (chmod o+rx)")
+            if parent == Path("/"):
+                break

@@ -1,0 +1,85 @@
+"""Fixtures shared by every test: real PostgreSQL servers, started here.
+
+One server serves the whole session; each test gets freshly truncated
+databases on it. Tests that need to stop a server start one of their own
+(``start_postgres``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from common.schema import migrate
+from sharding.postgres import LocalPostgres
+
+SHARD_DATABASES = ("shard_a", "shard_b", "shard_c")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def world_traversable_tmpdir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def start_postgres() -> Iterator[Callable[[], LocalPostgres]]:
+    """A factory of PostgreSQL servers, all stopped at the end of the session."""
+    started: list[LocalPostgres] = []
+    root = world_traversable_tmpdir("reactions-pg-")
+
+    def start() -> LocalPostgres:
+        server = LocalPostgres(root / f"pg{len(started)}", free_port())
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def postgres(start_postgres: Callable[[], LocalPostgres]) -> LocalPostgres:
+    """The session's shared server, with one database per test shard."""
+    server = start_postgres()
+    for name in SHARD_DATABASES:
+        server.create_database(name)
+    return server
+
+
+async def reset_database(dsn: str) -> None:
+    """Migrate and empty a shard database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        await conn.execute("TRUNCATE reactions, hour_counts, hour_users")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def shard_dsns(postgres: LocalPostgres) -> AsyncIterator[list[str]]:
+    """DSNs of three empty shard databases on the shared server."""
+    dsns = [postgres.dsn_for(name) for name in SHARD_DATABASES]
+    for dsn in dsns:
+        await reset_database(dsn)
+    yield dsns
+
+
+@pytest.fixture
+async def shard_dsn(shard_dsns: list[str]) -> str:
+    """One empty shard database."""
+    return shard_dsns[0]

@@ -1,0 +1,1 @@
+"""The writer: one shard's durable ingest with group commit."""

@@ -1,0 +1,220 @@
+"""Group commit: many requests, one transaction.
+
+Requests append their reaction to the open batch and wait on a future. Each
+flusher takes the open batch as soon as it is free (natural group commit:
+while one commit waits for its WAL flush, the next batch fills up), commits it
+in one transaction, then resolves every future of the batch: with None once
+committed, with the error if the commit failed. ``batch_max_wait_ms`` bounds
+how long a flusher lingers for a fuller batch when the one it holds is small
+and another commit is already in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from common.events import Reaction
+
+log = logging.getLogger(__name__)
+
+CommitFn = Callable[[Sequence[Reaction]], Awaitable[None]]
+
+
+class Overloaded(Exception):
+    """The queue is full: the caller should answer 503 with Retry-After."""
+
+
+class ShuttingDown(Exception):
+    """The writer no longer takes events."""
+
+
+class CommitFailed(Exception):
+    """The batch holding the event was not committed."""
+
+
+@dataclass
+class Batch:
+    reactions: list[Reaction] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """What the flushers report per batch, for /metrics."""
+
+    on_commit: Callable[[int, float], None] = lambda size, seconds: None
+    on_failure: Callable[[int, BaseException], None] = lambda size, exc: None
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        commit: CommitFn,
+        *,
+        max_events: int,
+        max_wait_s: float,
+        queue_max: int,
+        flushers: int,
+        stats: BatchStats | None = None,
+    ) -> None:
+        self._commit = commit
+        self._max_events = max_events
+        self._max_wait_s = max_wait_s
+        self._queue_max = queue_max
+        self._flushers_wanted = flushers
+        self._stats = stats or BatchStats()
+        self._open = Batch()
+        self._pending = 0  # events accepted and not yet answered
+        self._in_flight = 0  # batches being committed
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._flush_loop(), name=f"flusher-{i}")
+                       for i in range(self._flushers_wanted)]
+
+    async def submit(self, reaction: Reaction) -> None:
+        """Wait until ``reaction`` is committed; raise if it could not be."""
+        if self._closing:
+            raise ShuttingDown
+        if self._pending >= self._queue_max:
+            raise Overloaded
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._open.reactions:
+            self._open.opened_at = time.monotonic()
+        self._open.reactions.append(reaction)
+        self._open.waiters.append(waiter)
+        self._pending += 1
+        self._wakeup.set()
+        # shield: a client that disconnects must not cancel the shared future.
+        await asyncio.shield(waiter)
+
+    async def close(self) -> None:
+        """Refuse new events, commit everything accepted, stop the flushers."""
+        self._closing = True
+        self._wakeup.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                return
+            await self._flush(batch)
+
+    async def _next_batch(self) -> Batch | None:
+        while not self._open.reactions:
+            if self._closing:
+                self._wakeup.set()  # let the other flushers see it too
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        await self._linger()
+        return self._take()
+
+    async def _linger(self) -> None:
+        """With another commit in flight, wait briefly for a fuller batch."""
+        if self._in_flight == 0 or self._closing:
+            return
+        deadline = self._open.opened_at + self._max_wait_s
+        while len(self._open.reactions) < self._max_events and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> Batch:
+        batch = self._open
+        if len(batch.reactions) <= self._max_events:
+            self._open = Batch()
+        else:
+            self._open = Batch(batch.reactions[self._max_events:], batch.waiters[self._max_events:])
+            batch = Batch(batch.reactions[: self._max_events], batch.waiters[: self._max_events], batch.opened_at)
+            self._wakeup.set()
+        return batch
+
+    async def _flush(self, batch: Batch) -> None:
+        self._in_flight += 1
+        started = time.monotonic()
+        try:
+            await self._commit(batch.reactions)
+        except Exception as exc:  # every failure answers the batch, never a 204
+            log.error("commit of %d events failed: %s", len(batch.reactions), exc)
+            self._stats.on_failure(len(batch.reactions), exc)
+            self._resolve(batch, CommitFailed(str(exc)))
+        else:
+            self._stats.on_commit(len(batch.reactions), time.monotonic() - started)
+            self._resolve(batch, None)
+        finally:
+            self._in_flight -= 1
+
+    def _resolve(self, batch: Batch, error: BaseException | None) -> None:
+        self._pending -= len(batch.waiters)
+        for waiter in batch.waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+
+class DirectCommitter:
+    """One transaction per request: the naive design, kept as a benchmark baseline."""
+
+    def __init__(self, commit: CommitFn, *, queue_max: int, stats: BatchStats | None = None) -> None:
+        self._commit = commit
+        self._queue_max = queue_max
+        self._stats = stats or BatchStats()
+        self._pending = 0
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        pass
+
+    async def submit(self, reaction: Reaction) -> None:
+        if self._closing:
+            raise ShuttingDown
+        if self._pending >= self._queue_max:
+            raise Overloaded
+        self._pending += 1
+        self._idle.clear()
+        started = time.monotonic()
+        try:
+            await asyncio.shield(self._commit([reaction]))
+        except Exception as exc:
+            self._stats.on_failure(1, exc)
+            raise CommitFailed(str(exc)) from exc
+        else:
+            self._stats.on_commit(1, time.monotonic() - started)
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._idle.wait()
+
+
+Committer = GroupCommitter | DirectCommitter

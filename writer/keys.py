@@ -1,0 +1,15 @@
+"""Typed application keys of the writer."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from writer.batcher import Committer
+from writer.metrics import WriterMetrics
+from writer.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+COMMITTER: web.AppKey[Committer] = web.AppKey("committer")
+METRICS = web.AppKey("metrics", WriterMetrics)
