@@ -27,7 +27,7 @@ async def create_pool_with_retry(
     for attempt in range(1, attempts + 1):
         try:
             return await asyncpg.create_pool(dsn, **pool_kwargs)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if attempt == attempts:
                 raise
             log.warning("cannot reach %s yet (%s); retry %d/%d", redact(dsn), exc, attempt, attempts)

@@ -22,6 +22,8 @@ from writer.settings import Settings
 
 log = logging.getLogger("reactions.writer")
 
+# Shows in pg_stat_activity, so operators (and tests) can tell writer sessions apart.
+APPLICATION_NAME = "reactions-writer"
 # How long shutdown waits for requests in flight (they wait on the last commit).
 SHUTDOWN_TIMEOUT_S = 30.0
 
@@ -40,13 +42,20 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """The pool and the committer, made at start-up and drained at shutdown."""
     settings = app[SETTINGS]
     pool = await create_pool_with_retry(
-        settings.dsn, min_size=settings.flushers, max_size=settings.pool_size, init=db.prepare_connection
+        settings.dsn,
+        min_size=settings.flushers,
+        max_size=settings.pool_size,
+        init=db.prepare_connection,
+        server_settings={"application_name": APPLICATION_NAME},
     )
     async with pool.acquire() as conn:
         await migrate(conn)
     app[POOL] = pool
     app[COMMITTER] = committer = make_committer(settings, pool, app[METRICS])
     committer.start()
+    app[METRICS].registry.gauge(
+        "reactions_events_pending", "Events accepted and waiting for their commit.", lambda: committer.pending
+    )
     log.info("writer ready on %s:%d (batching=%s)", settings.host, settings.port, settings.batching)
     try:
         yield
@@ -77,7 +86,6 @@ def make_committer(settings: Settings, pool: asyncpg.Pool, metrics: WriterMetric
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    uvloop.install()
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -85,6 +93,7 @@ def main() -> None:
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         print=None,
+        loop=uvloop.new_event_loop(),
     )
 
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from common.events import Reaction, now_ms, parse_path_write, parse_query_write
+from writer import db
 from writer.batcher import CommitFailed, Overloaded, ShuttingDown
 from writer.keys import COMMITTER, METRICS, POOL
-from writer import db
 
 RETRY_AFTER_S = "1"
 
@@ -28,9 +28,12 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
         raise
     try:
         await request.app[COMMITTER].submit(reaction)
-    except (Overloaded, ShuttingDown) as exc:
+    except Overloaded:
         metrics.overloaded.inc()
-        raise unavailable("writer is overloaded" if isinstance(exc, Overloaded) else "writer is shutting down")
+        raise unavailable("writer is overloaded") from None
+    except ShuttingDown:
+        metrics.overloaded.inc()
+        raise unavailable("writer is shutting down") from None
     except CommitFailed:
         raise unavailable("event not stored: the database did not commit it") from None
     return web.Response(status=204)

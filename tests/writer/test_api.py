@@ -1,0 +1,165 @@
+"""The writer's HTTP contract against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+import pytest
+
+from common.events import Event
+from common.hours import MS_PER_HOUR, hour_of, now_ms
+from tests.writer.conftest import WriterClient, rollup, stored_events
+
+
+async def test_all_three_forms_commit_before_204(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    for path, params in [
+        ("/analytics", {"timestamp": str(ts), "user": "alice", "event": "click"}),
+        ("/analytics", {"timestamp": str(ts), "user": "bob", "impression": ""}),
+        (f"/analytics/{ts}/carol/click", {}),
+    ]:
+        resp = await client.post(path, params=params)
+        assert resp.status == 204, await resp.text()
+    # 204 was answered: the rows must already be committed and visible.
+    assert await stored_events(shard_dsn) == [
+        (ts, "alice", Event.CLICK),
+        (ts, "bob", Event.IMPRESSION),
+        (ts, "carol", Event.CLICK),
+    ]
+    assert await rollup(shard_dsn, hour_of(ts)) == (2, 1, frozenset({"alice", "bob", "carol"}))
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/analytics?user=a&click", "timestamp is required"),
+        ("/analytics?timestamp=1&timestamp=2&user=a&click", "timestamp must be given once"),
+        ("/analytics?timestamp=12.5&user=a&click", "timestamp must be an integer number of milliseconds"),
+        ("/analytics?timestamp=-1&user=a&click", "timestamp must not be negative"),
+        ("/analytics?timestamp=99999999999999999999&user=a&click",
+         "timestamp must be an integer number of milliseconds"),
+        ("/analytics?timestamp=1&user=&click", "user must not be empty"),
+        ("/analytics?timestamp=1&user=" + "x" * 129 + "&click", "user must be at most 128 characters"),
+        ("/analytics?timestamp=1&user=a%0Ab&click", "user must not contain control characters"),
+        ("/analytics?timestamp=1&user=a&event=like", "event must be click or impression"),
+        ("/analytics?timestamp=1&user=a&click&impression", "give exactly one event: click or impression"),
+        ("/analytics?timestamp=1&user=a", "give exactly one event: click or impression"),
+        ("/analytics/x/a/click", "timestamp must be an integer number of milliseconds"),
+        ("/analytics/1/a/like", "event must be click or impression"),
+    ],
+)
+async def test_bad_input_is_400_and_stores_nothing(
+    writer_client: WriterClient, shard_dsn: str, url: str, reason: str
+) -> None:
+    client = await writer_client()
+    resp = await client.post(url)
+    assert resp.status == 400
+    assert resp.content_type == "text/plain"
+    assert (await resp.text()) == reason + "\n"
+    assert await stored_events(shard_dsn) == []
+
+
+async def test_usernames_are_stored_verbatim(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    names = ["O'Brien", 'say "hi"', "a&b=c", "100% sure", "Zoë", "🙂👍", "'); DROP TABLE reactions; --", "x+y"]
+    for name in names:
+        resp = await client.post(f"/analytics?timestamp=1&user={quote(name, safe='')}&click")
+        assert resp.status == 204
+    for name in names[:3]:
+        resp = await client.post(f"/analytics/2/{quote(name, safe='')}/impression")
+        assert resp.status == 204
+    stored = [username for _, username, _ in await stored_events(shard_dsn)]
+    assert stored == names + names[:3]
+
+
+async def test_hour_boundaries(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    hour = hour_of(now_ms()) - 3
+    start = hour * MS_PER_HOUR
+    for ts, user in [(start, "first"), (start + MS_PER_HOUR - 1, "last"), (start + MS_PER_HOUR, "next")]:
+        assert (await client.post(f"/analytics/{ts}/{user}/click")).status == 204
+    assert await rollup(shard_dsn, hour) == (2, 0, frozenset({"first", "last"}))
+    assert await rollup(shard_dsn, hour + 1) == (1, 0, frozenset({"next"}))
+
+
+async def test_concurrent_posts_land_exactly_once(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    requests = [(f"user{i % 150}", "click" if i % 3 else "impression") for i in range(600)]
+    answers = await asyncio.gather(*(client.post(f"/analytics/{ts}/{u}/{e}") for u, e in requests))
+    assert [a.status for a in answers] == [204] * len(requests)
+    expected_clicks = sum(1 for _, e in requests if e == "click")
+    assert await rollup(shard_dsn, hour_of(ts)) == (
+        expected_clicks,
+        len(requests) - expected_clicks,
+        frozenset(u for u, _ in requests),
+    )
+    assert len(await stored_events(shard_dsn)) == len(requests)
+
+
+async def test_batches_group_many_requests(writer_client: WriterClient) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    answers = await asyncio.gather(*(client.post(f"/analytics/{ts}/u{i}/click") for i in range(300)))
+    assert {a.status for a in answers} == {204}
+    metrics = await (await client.get("/metrics")).text()
+    batches = next(float(line.split()[1]) for line in metrics.splitlines() if line.startswith("reactions_batches_tot"))
+    assert 1 <= batches < 300
+
+
+async def test_batching_disabled_is_one_transaction_per_request(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client(batching=False)
+    ts = now_ms()
+    answers = await asyncio.gather(*(client.post(f"/analytics/{ts}/u{i % 7}/click") for i in range(50)))
+    assert {a.status for a in answers} == {204}
+    assert await rollup(shard_dsn, hour_of(ts)) == (50, 0, frozenset(f"u{i}" for i in range(7)))
+    metrics = await (await client.get("/metrics")).text()
+    assert "reactions_batches_total 50" in metrics
+
+
+async def test_idempotency_key_counts_once(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    for _ in range(3):
+        assert (await client.post(f"/analytics/{ts}/dave/click", headers={"Idempotency-Key": "k-1"})).status == 204
+        assert (await client.post(f"/analytics?timestamp={ts}&user=dave&click&id=k-2")).status == 204
+    assert await rollup(shard_dsn, hour_of(ts)) == (2, 0, frozenset({"dave"}))
+
+
+async def test_late_write_notifies_its_hour(writer_client: WriterClient, shard_dsn: str) -> None:
+    import asyncpg
+
+    from common.schema import LATE_WRITES_CHANNEL
+
+    client = await writer_client()
+    listener = await asyncpg.connect(shard_dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(LATE_WRITES_CHANNEL, lambda *args: heard.put_nowait(args[3]))
+    try:
+        late = now_ms() - 5 * MS_PER_HOUR
+        assert (await client.post(f"/analytics/{now_ms()}/eve/click")).status == 204
+        assert (await client.post(f"/analytics/{late}/eve/click")).status == 204
+        assert await asyncio.wait_for(heard.get(), 10) == str(hour_of(late))
+        assert heard.empty()
+    finally:
+        await listener.close()
+
+
+async def test_wrong_method_and_unknown_path(writer_client: WriterClient) -> None:
+    client = await writer_client()
+    resp = await client.put("/analytics?timestamp=1&user=a&click")
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "POST"
+    assert (await client.post("/nothing")).status == 404
+
+
+async def test_health_and_metrics(writer_client: WriterClient) -> None:
+    client = await writer_client()
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    await client.post("/analytics?timestamp=1&user=a&event=nope")
+    text = await (await client.get("/metrics")).text()
+    assert 'reactions_events_rejected_total{reason="event must be click or impression"} 1' in text
+    assert "# TYPE reactions_commit_seconds histogram" in text

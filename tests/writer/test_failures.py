@@ -1,0 +1,176 @@
+"""A 204 only ever follows a commit: failed commits, overload and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from common.hours import hour_of, now_ms
+from sharding.postgres import LocalPostgres
+from tests.conftest import free_port, reset_database
+from tests.writer.conftest import WriterClient, rollup, stored_events
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def wait_until(check: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll an (async) condition until it holds, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def hour_counts_locked(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Hold a lock that makes every commit of the writer wait."""
+    conn = await asyncpg.connect(dsn)
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("LOCK TABLE hour_counts IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield conn
+    finally:
+        await tx.rollback()
+        await conn.close()
+
+
+async def writers_waiting_on_lock(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reactions-writer'"
+            " AND wait_event_type = 'Lock'"
+        ))
+    finally:
+        await conn.close()
+
+
+async def test_stopped_database_answers_503_then_recovers(
+    writer_client: WriterClient, start_postgres: Callable[[], LocalPostgres]
+) -> None:
+    server = start_postgres()
+    await reset_database(server.dsn)
+    client = await writer_client(dsn=server.dsn)
+    ts = now_ms()
+    assert (await client.post(f"/analytics/{ts}/before/click")).status == 204
+    server.stop()
+    resp = await client.post(f"/analytics/{ts}/during/click")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert (await client.get("/readyz")).status == 503
+    server.start()
+
+    async def accepted() -> bool:
+        return (await client.post(f"/analytics/{ts}/after/click")).status == 204
+
+    await wait_until(accepted, what="the writer to recover")
+    users = {u for _, u, _ in await stored_events(server.dsn)}
+    assert "during" not in users
+    assert {"before", "after"} <= users
+
+
+async def test_commit_killed_midway_answers_503_and_stores_nothing(
+    writer_client: WriterClient, shard_dsn: str
+) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    async with hour_counts_locked(shard_dsn) as locker:
+        posts = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click")) for i in range(20)]
+        await wait_until(lambda: writers_waiting_on_lock(shard_dsn), what="a commit to wait on the lock")
+        await locker.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'reactions-writer'"
+        )
+        answers = await asyncio.gather(*posts)
+    assert {a.status for a in answers} == {503}
+    assert await stored_events(shard_dsn) == []
+
+
+async def test_full_queue_answers_503_with_retry_after(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client(queue_max_events=5)
+    ts = now_ms()
+    async with hour_counts_locked(shard_dsn):
+        first = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click")) for i in range(5)]
+        await wait_until(lambda: writers_waiting_on_lock(shard_dsn), what="a commit to wait on the lock")
+        extra = await client.post(f"/analytics/{ts}/extra/click")
+        assert extra.status == 503
+        assert extra.headers["Retry-After"] == "1"
+    assert [a.status for a in await asyncio.gather(*first)] == [204] * 5
+    assert await rollup(shard_dsn, hour_of(ts)) == (5, 0, frozenset(f"u{i}" for i in range(5)))
+
+
+@asynccontextmanager
+async def writer_process(dsn: str, log_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real writer process on a free port, killed at the end if still running."""
+    port = free_port()
+    env = {**os.environ, "REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "writer.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            await wait_until(lambda: answers(f"{base}/readyz"), what="the writer to start")
+            yield proc, base
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def answers(url: str) -> bool:
+    """Whether a fresh connection to ``url`` gets a 200."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            return resp.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def test_sigterm_drains_the_open_batch(shard_dsn: str, tmp_path: Path) -> None:
+    async with (
+        writer_process(shard_dsn, tmp_path / "writer.log") as (proc, base),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+    ):
+        ts = now_ms()
+
+        async def post(i: int) -> int:
+            async with session.post(f"{base}/analytics/{ts}/u{i}/impression") as resp:
+                return resp.status
+
+        async def all_pending() -> bool:
+            async with session.get(f"{base}/metrics") as resp:
+                return "reactions_events_pending 200" in await resp.text()
+
+        async with hour_counts_locked(shard_dsn):
+            posts = [asyncio.ensure_future(post(i)) for i in range(200)]
+            await wait_until(all_pending, what="every request to reach the writer")
+            proc.send_signal(signal.SIGTERM)
+            # The writer stops accepting while its batch is still open.
+            await wait_until(lambda: _refused(f"{base}/healthz"), what="the writer to stop accepting")
+        statuses = await asyncio.gather(*posts)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    assert statuses == [204] * 200
+    assert await rollup(shard_dsn, hour_of(ts)) == (0, 200, frozenset(f"u{i}" for i in range(200)))
+
+
+async def _refused(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url):
+            return False
+    except aiohttp.ClientConnectionError:
+        return True
