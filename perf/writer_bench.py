@@ -1,0 +1,103 @@
+"""POST throughput of one writer process against its own PostgreSQL.
+
+Group commit (the default) against the same writer with batching disabled
+(one transaction per request), alternating rounds in the same run::
+
+    python -m perf.writer_bench [--seconds 10] [--rounds 3] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from perf.wrk import POST_SCRIPT, WrkResult, median_result, run_wrk
+from sharding.postgres import LocalPostgres
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = 100_000
+
+
+@contextlib.contextmanager
+def writer(dsn: str, port: int, log: Path, **env: str) -> Iterator[str]:
+    """A writer process on ``port``; SIGTERM (drain) on the way out."""
+    environ = {**os.environ, "REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT), **env}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "writer.main"], env=environ, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{url}/readyz", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process for {url} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+def row(name: str, r: WrkResult, base: WrkResult | None) -> str:
+    ratio = f"{r.requests_per_s / base.requests_per_s:.2f}x" if base else "1.00x"
+    return f"| {name} | {r.requests_per_s:,.0f} | {ratio} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="reactions-writer-bench-"))
+    os.chmod(work, 0o755)
+    pg = LocalPostgres(work / "pg", free_port())
+    pg.start()
+    runs: dict[str, list[WrkResult]] = {"batched": [], "one transaction per request": []}
+    try:
+        for _ in range(args.rounds):
+            # The naive writer gets a connection per client connection, as it would in production.
+            naive = {"REACTIONS_BATCHING": "0", "REACTIONS_POOL_SIZE": str(args.connections)}
+            for name, env in [("one transaction per request", naive), ("batched", {})]:
+                with writer(pg.dsn, free_port(), work / "writer.log", **env) as url:
+                    run_wrk(url, POST_SCRIPT % {"users": USERS}, seconds=2, connections=args.connections)  # warm-up
+                    result = run_wrk(url, POST_SCRIPT % {"users": USERS}, seconds=args.seconds,
+                                     connections=args.connections)
+                runs[name].append(result)
+                print(f"  {name}: {result.requests_per_s:,.0f} req/s, p99 {result.p99_ms:.1f} ms", flush=True)
+    finally:
+        pg.stop()
+    naive = median_result(runs["one transaction per request"])
+    batched = median_result(runs["batched"])
+    print(f"\nOne writer process, {args.connections} connections, median of {args.rounds} rounds of {args.seconds:g} s")
+    print("| writer | req/s | ratio | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    print(row("one transaction per request (baseline)", naive, None))
+    print(row("group commit", batched, naive))
+
+
+if __name__ == "__main__":
+    main()
