@@ -1,0 +1,1 @@
+"""The aggregator: exact scatter-gather reads over every shard, live hour in memory."""

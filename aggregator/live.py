@@ -1,0 +1,150 @@
+"""The live hours: held in memory, refreshed incrementally, answered without any I/O.
+
+Live are the current hour, the previous one during the grace period after the
+hour turns, and the next one in the last minutes before it starts (writers
+accept events a few minutes ahead of their clock). Each refresh asks every
+shard, in one statement, for its counters, its version and the users first
+seen above the version already held; the users go into one merged set, so the
+unique count is the size of the union, never a sum of per-shard counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from aggregator import db
+from aggregator.fanout import FanOut
+from aggregator.merge import HourAnswer, render_body
+from aggregator.shards import ShardSet
+from common.events import MAX_FUTURE_SKEW_MS
+from common.hours import hour_of, hour_start_ms
+
+
+def live_hours(now_ms: int, grace_ms: float, lead_ms: float = MAX_FUTURE_SKEW_MS) -> tuple[int, ...]:
+    """The hours held in memory at ``now_ms``, oldest first."""
+    current = hour_of(now_ms)
+    hours = [current]
+    if now_ms - hour_start_ms(current) < grace_ms:
+        hours.insert(0, current - 1)
+    if hour_start_ms(current + 1) - now_ms <= lead_ms:
+        hours.append(current + 1)
+    return tuple(hours)
+
+
+@dataclass(slots=True)
+class ShardCursor:
+    """What one shard had for the hour at the last refresh it answered."""
+
+    clicks: int = 0
+    impressions: int = 0
+    version: int = db.EMPTY_VERSION
+
+
+class LiveHour:
+    """One live hour: the merged user set, per-shard counters and versions, the answer bytes."""
+
+    __slots__ = ("body", "cursors", "hour", "last_complete_ms", "needs_rebuild", "stale_since_ms", "users")
+
+    def __init__(self, hour: int) -> None:
+        self.hour = hour
+        self.users: set[str] = set()
+        self.cursors: dict[str, ShardCursor] = {}
+        # The encoded answer, rebuilt only when a refresh changes something;
+        # None until every shard has answered once (then there is no answer).
+        self.body: bytes | None = None
+        # Set while some shard fails: the time of the last complete refresh.
+        self.stale_since_ms: int | None = None
+        self.last_complete_ms: int | None = None
+        # A shard went back in time or left the set: start over from scratch.
+        self.needs_rebuild = False
+
+    def version_of(self, shard: str) -> int:
+        cursor = self.cursors.get(shard)
+        return cursor.version if cursor is not None else db.EMPTY_VERSION
+
+    def apply(self, shard: str, fresh: db.ShardHour) -> bool:
+        """Merge one shard's increment; True if anything changed."""
+        cursor = self.cursors.setdefault(shard, ShardCursor())
+        if fresh.version < cursor.version:  # the shard was restored or truncated
+            self.needs_rebuild = True
+            return False
+        if fresh.version == cursor.version:
+            return False
+        self.users.update(fresh.users)
+        cursor.clicks, cursor.impressions, cursor.version = fresh.clicks, fresh.impressions, fresh.version
+        return True
+
+    def finish(self, complete: bool, changed: bool, now_ms: int) -> None:
+        """Close a refresh: re-render if needed, and track staleness."""
+        if complete:
+            self.last_complete_ms, self.stale_since_ms = now_ms, None
+            if changed or self.body is None:
+                self.body = self.render()
+            return
+        if self.body is None:
+            return  # never complete: there is no answer to serve, stale or not
+        if self.stale_since_ms is None:
+            self.stale_since_ms = self.last_complete_ms
+        if changed:
+            self.body = self.render()
+
+    def render(self) -> bytes:
+        cursors = self.cursors.values()
+        return render_body(len(self.users), sum(c.clicks for c in cursors), sum(c.impressions for c in cursors))
+
+    def complete_answer(self) -> HourAnswer | None:
+        """The hour as a cacheable past answer, if the last refresh was complete."""
+        if self.body is None or self.stale_since_ms is not None or self.needs_rebuild:
+            return None
+        return HourAnswer(self.body, {name: c.version for name, c in self.cursors.items()})
+
+
+class LiveHours:
+    """The live hours by hour number; ``hours`` is what GET handlers read."""
+
+    def __init__(self, fanout: FanOut) -> None:
+        self._fanout = fanout
+        self.hours: dict[int, LiveHour] = {}
+
+    async def refresh(self, shards: ShardSet, wanted: Iterable[int], now_ms: int,
+                      on_retired: Callable[[LiveHour], None]) -> bool:
+        """Refresh every live hour; True if every shard answered for every hour.
+
+        An hour that stops being live goes to ``on_retired`` before it leaves,
+        so that its answer can become a cached past hour without a gap.
+        """
+        wanted = tuple(wanted)
+        for live in [live for hour, live in self.hours.items() if hour not in wanted]:
+            on_retired(live)
+            del self.hours[live.hour]
+        for hour in wanted:
+            self.hours.setdefault(hour, LiveHour(hour))
+        results = await asyncio.gather(*(self._refresh_hour(shards, h, now_ms) for h in wanted))
+        return all(results)
+
+    async def _refresh_hour(self, shards: ShardSet, hour: int, now_ms: int) -> bool:
+        live = self.hours[hour]
+        if live.needs_rebuild or not shards.names.issuperset(live.cursors):
+            return await self._rebuild(shards, live, now_ms)
+        return await self._refresh(shards, live, now_ms)
+
+    async def _refresh(self, shards: ShardSet, live: LiveHour, now_ms: int) -> bool:
+        answers, failures = await self._fanout.gather(
+            shards, lambda name, conn: db.fetch_hour_since(conn, live.hour, live.version_of(name))
+        )
+        changed = False
+        for name, fresh in answers.items():
+            changed = live.apply(name, fresh) or changed
+        live.finish(not failures, changed, now_ms)
+        return not failures
+
+    async def _rebuild(self, shards: ShardSet, old: LiveHour, now_ms: int) -> bool:
+        """Read the hour afresh into a new LiveHour; swap it in only once complete."""
+        fresh = LiveHour(old.hour)
+        if await self._refresh(shards, fresh, now_ms) and not fresh.needs_rebuild:
+            self.hours[old.hour] = fresh
+            return True
+        old.finish(False, False, now_ms)
+        return False

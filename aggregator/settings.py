@@ -1,0 +1,60 @@
+"""Aggregator configuration; ``from_env`` is the only reader of the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.hours import now_ms
+from common.settings import SettingsError, env_bool, env_float, env_int, env_str
+
+# Refreshing faster than this only burns shard CPU; tests use about this.
+MIN_REFRESH_INTERVAL_MS = 20.0
+# Below this a healthy shard on a busy machine would be reported as failing.
+MIN_SHARD_TIMEOUT_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the shards are, how fresh the live hour is, how long to wait for a shard."""
+
+    # The shard file (sharding.config); polled for changes and re-read on SIGHUP.
+    shards_file: str | None = None
+    # Fallback when there is no shard file: a fixed list of shard DSNs.
+    shard_dsns: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8201
+    # The live hour lags commits by at most this (DESIGN invariant 5).
+    refresh_interval_s: float = 1.0
+    # How long after the hour turns the previous hour stays live: late events
+    # from clients whose clocks lag still land there, so keep it in memory.
+    grace_s: float = 300.0
+    # A shard that does not answer within this is treated as unreachable.
+    shard_timeout_s: float = 2.0
+    # Past hours kept (one small entry each: a body and a version per shard).
+    past_cache_hours: int = 4096
+    # Connections per shard: the refresher, the version check, concurrent cold reads.
+    pool_size: int = 4
+    # False: no LISTEN; only the version check notices late writes (tests use it).
+    listen_for_late_writes: bool = True
+    # Milliseconds since the epoch; injectable so tests can place "now".
+    clock: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        shards_file = env_str("REACTIONS_SHARDS_FILE", "") or None
+        dsns = tuple(d.strip() for d in env_str("REACTIONS_SHARD_DSNS", "").split(",") if d.strip())
+        if shards_file is None and not dsns:
+            raise SettingsError("set REACTIONS_SHARDS_FILE (or REACTIONS_SHARD_DSNS, comma-separated)")
+        return cls(
+            shards_file=shards_file,
+            shard_dsns=dsns,
+            host=env_str("REACTIONS_HOST", cls.host),
+            port=env_int("REACTIONS_PORT", cls.port, minimum=1),
+            refresh_interval_s=env_float("REACTIONS_REFRESH_INTERVAL_MS", 1000.0, MIN_REFRESH_INTERVAL_MS) / 1000,
+            grace_s=env_float("REACTIONS_GRACE_S", cls.grace_s),
+            shard_timeout_s=env_float("REACTIONS_SHARD_TIMEOUT_MS", 2000.0, MIN_SHARD_TIMEOUT_MS) / 1000,
+            past_cache_hours=env_int("REACTIONS_PAST_CACHE_HOURS", cls.past_cache_hours, minimum=1),
+            pool_size=env_int("REACTIONS_POOL_SIZE", cls.pool_size, minimum=2),
+            listen_for_late_writes=env_bool("REACTIONS_LISTEN", cls.listen_for_late_writes),
+        )

@@ -1,0 +1,131 @@
+"""ShardSet: one asyncpg pool per shard, following the shard file.
+
+The file is polled (its mtime, inode and size) on every refresh and re-read
+on SIGHUP. Added shards get a pool; removed ones have theirs closed. Retired
+shards stay in the set: they take no writes but their data is still read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from common.pg import create_pool_with_retry, redact
+from sharding.config import ACTIVE, ConfigError, Shard, load
+
+log = logging.getLogger(__name__)
+
+# A pool that cannot close this fast (a query hung on a dead shard) is terminated.
+POOL_CLOSE_TIMEOUT_S = 5.0
+FileStamp = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ShardHandle:
+    """A shard of the set and its pool (which connects lazily)."""
+
+    shard: Shard
+    pool: asyncpg.Pool
+
+    @property
+    def name(self) -> str:
+        return self.shard.name
+
+
+@dataclass(frozen=True)
+class TopologyChange:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def shards_from_dsns(dsns: tuple[str, ...]) -> tuple[Shard, ...]:
+    """The fallback shard list: names s0, s1, ... in the order given."""
+    return tuple(Shard(name=f"s{i}", writers=(), dsn=dsn, state=ACTIVE) for i, dsn in enumerate(dsns))
+
+
+class ShardSet:
+    def __init__(self, shards_file: str | None, dsns: tuple[str, ...], pool_size: int) -> None:
+        self._file = shards_file
+        self._dsns = dsns
+        self._pool_size = pool_size
+        self._handles: dict[str, ShardHandle] = {}
+        self._stamp: FileStamp | None = None
+        self._reload_requested = False
+
+    def __iter__(self) -> Iterator[ShardHandle]:
+        return iter(list(self._handles.values()))
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._handles)
+
+    def request_reload(self) -> None:
+        """Re-read the shard file on the next refresh (SIGHUP)."""
+        self._reload_requested = True
+
+    async def open(self) -> None:
+        """Read the shard list for the first time; a bad shard file fails start-up."""
+        await self._apply(self._read_shards())
+
+    async def reload_if_changed(self) -> TopologyChange | None:
+        """Re-read the file if it changed or a reload was asked for; keep the old set if it is bad."""
+        if self._file is None or not (self._reload_requested or self._file_stamp() != self._stamp):
+            return None
+        self._reload_requested = False
+        try:
+            shards = self._read_shards()
+        except ConfigError as exc:
+            log.error("keeping the current shards: %s", exc)
+            return None
+        change = await self._apply(shards)
+        return change if change.added or change.removed else None
+
+    async def close(self) -> None:
+        handles, self._handles = list(self._handles.values()), {}
+        await asyncio.gather(*(close_pool(h.pool) for h in handles))
+
+    def _read_shards(self) -> tuple[Shard, ...]:
+        if self._file is None:
+            return shards_from_dsns(self._dsns)
+        self._stamp = self._file_stamp()
+        return load(self._file).shards
+
+    def _file_stamp(self) -> FileStamp | None:
+        assert self._file is not None
+        try:
+            st = os.stat(self._file)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+    async def _apply(self, shards: tuple[Shard, ...]) -> TopologyChange:
+        wanted = {s.name: s for s in shards}
+        removed = [h for name, h in self._handles.items() if name not in wanted or wanted[name].dsn != h.shard.dsn]
+        for handle in removed:
+            del self._handles[handle.name]
+        added = []
+        for shard in shards:
+            if shard.name in self._handles:  # same DSN: only the state may differ
+                self._handles[shard.name] = ShardHandle(shard, self._handles[shard.name].pool)
+                continue
+            pool = await create_pool_with_retry(shard.dsn, attempts=1, min_size=0, max_size=self._pool_size)
+            self._handles[shard.name] = ShardHandle(shard, pool)
+            added.append(shard.name)
+            log.info("reading shard %s (%s, %s)", shard.name, redact(shard.dsn), shard.state)
+        await asyncio.gather(*(close_pool(h.pool) for h in removed))
+        return TopologyChange(tuple(added), tuple(h.name for h in removed))
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        pool.terminate()

@@ -1,0 +1,105 @@
+"""HTTP handlers of the aggregator.
+
+The live-hour path is the hot one (about 95% of reads): a dict lookup and a
+pre-encoded body, no await, no allocation beyond the response itself.
+"""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+from aiohttp import web
+
+from aggregator import db
+from aggregator.fanout import IncompleteAnswer
+from aggregator.keys import FANOUT, LIVE, METRICS, PAST, SETTINGS, SHARDS
+from aggregator.live import LiveHour
+from common.events import MAX_READ_TIMESTAMP_MS, MAX_TIMESTAMP_DIGITS, parse_read_hour
+from common.hours import hour_of
+
+RETRY_AFTER_S = "1"
+STALE = "X-Reactions-Stale"
+STALE_SINCE = "X-Reactions-Stale-Since"
+CONTENT_TYPE = "text/plain"
+CHARSET = "utf-8"
+FAST_PREFIX = "timestamp="
+
+
+def unavailable(reason: str) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(text=reason + "\n", headers={"Retry-After": RETRY_AFTER_S})
+
+
+def plain(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, content_type=CONTENT_TYPE, charset=CHARSET, headers=headers)
+
+
+def read_hour(request: web.Request) -> int:
+    """The hour asked for; the common ``?timestamp=<digits>`` skips building the query multidict."""
+    query = request.query_string
+    if query.startswith(FAST_PREFIX):
+        digits = query[len(FAST_PREFIX):]
+        if 0 < len(digits) <= MAX_TIMESTAMP_DIGITS and digits.isascii() and digits.isdigit():
+            ts = int(digits)
+            if ts <= MAX_READ_TIMESTAMP_MS:
+                return hour_of(ts)
+    try:
+        return parse_read_hour(request.query)
+    except web.HTTPBadRequest:
+        request.app[METRICS].refused.inc(1, "400")
+        raise
+
+
+async def get_analytics(request: web.Request) -> web.Response:
+    hour = read_hour(request)
+    live = request.app[LIVE].hours.get(hour)
+    if live is not None:
+        return live_answer(request.app, live)
+    return await cold_answer(request.app, hour)
+
+
+def live_answer(app: web.Application, live: LiveHour) -> web.Response:
+    """From memory only: the latest snapshot, marked stale while some shard fails."""
+    body, stale_since = live.body, live.stale_since_ms
+    if body is None:
+        app[METRICS].refused.inc(1, "503")
+        raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet")
+    if stale_since is None:
+        app[METRICS].reads.inc(1, "live")
+        return plain(body)
+    app[METRICS].reads.inc(1, "live_stale")
+    return plain(body, {STALE: "true", STALE_SINCE: formatdate(stale_since / 1000, usegmt=True)})
+
+
+async def cold_answer(app: web.Application, hour: int) -> web.Response:
+    """A past hour (cached, or computed once and cached) or a future one (computed, never cached)."""
+    metrics, past, shards = app[METRICS], app[PAST], app[SHARDS]
+    try:
+        if hour >= hour_of(app[SETTINGS].clock()):
+            metrics.reads.inc(1, "future")
+            return plain((await app[FANOUT].read_hour(shards, hour)).body)
+        body = past.cached(hour)
+        if body is not None:
+            metrics.reads.inc(1, "past")
+            return plain(body)
+        metrics.reads.inc(1, "miss")
+        return plain(await past.compute(shards, hour))
+    except IncompleteAnswer as exc:
+        metrics.refused.inc(1, "503")
+        raise unavailable(f"hour {hour} is incomplete, not answered: {exc}") from None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when every shard (active or retired) answers."""
+    shards = request.app[SHARDS]
+    _, failures = await request.app[FANOUT].gather(shards, lambda _name, conn: db.ping(conn))
+    if failures:
+        raise unavailable("; ".join(f"shard {f.shard}: {f.reason}" for f in failures))
+    return web.Response(text="ready\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].registry.response()
