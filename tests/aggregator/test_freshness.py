@@ -1,0 +1,97 @@
+"""The live hour follows writes; late writes to cached past hours show up (notification, version check)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aggregator.keys import LISTENER, LIVE, METRICS, PAST, SHARDS
+from tests.aggregator.conftest import (
+    Clock,
+    MakeAggregator,
+    Write,
+    body,
+    get_hour,
+    read_counts,
+    wait_for_body,
+    wait_until,
+    write,
+)
+
+# Longer than any test: the background refresh (and its version check) never runs.
+NO_REFRESH_S = 3600.0
+
+
+async def test_live_hour_follows_writes_from_memory(shard_dsns: list[str], clock: Clock,
+                                                    make_aggregator: MakeAggregator) -> None:
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns))
+    assert await get_hour(client, clock.hour) == (200, body(0, 0, 0))
+    await write(shard_dsns[0], clock.hour, ["ann", "ben"], clock.hour)
+    await wait_for_body(client, clock.hour, body(2, 2, 0))
+    await write(shard_dsns[1], clock.hour, ["ann", Write("cid", "impression")], clock.hour)
+    await write(shard_dsns[2], clock.hour, [Write("ben", "impression")], clock.hour)
+    await wait_for_body(client, clock.hour, body(3, 3, 2))
+    assert clock.hour in client.app[LIVE].hours
+    assert read_counts(client, "miss") == read_counts(client, "future") == 0
+
+
+async def test_live_refresh_fetches_only_new_users(shard_dsns: list[str], clock: Clock,
+                                                   make_aggregator: MakeAggregator) -> None:
+    await write(shard_dsns[0], clock.hour, ["u1", "u2"], clock.hour)
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns))
+    live = client.app[LIVE].hours[clock.hour]
+    before = {name: live.version_of(name) for name in client.app[SHARDS].names}
+    assert before == {"s0": 1, "s1": 0, "s2": 0}
+    await write(shard_dsns[0], clock.hour, ["u2", "u3"], clock.hour)
+    await wait_for_body(client, clock.hour, body(3, 4, 0))
+    assert live.version_of("s0") == 2 and live.users == {"u1", "u2", "u3"}
+
+
+async def cache_past_hour(client: object, hour: int, expected: str) -> None:
+    assert await get_hour(client, hour) == (200, expected)  # type: ignore[arg-type]
+    assert hour in client.app[PAST]  # type: ignore[attr-defined]
+
+
+async def test_late_write_to_cached_hour_by_notification(shard_dsns: list[str], clock: Clock,
+                                                         make_aggregator: MakeAggregator) -> None:
+    past = clock.hour - 3
+    await write(shard_dsns[0], past, ["old"], clock.hour)
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), refresh_interval_s=NO_REFRESH_S)
+    listener = client.app[LISTENER]
+
+    async def listening() -> bool:
+        return listener.listening == {"s0", "s1", "s2"}
+
+    await wait_until(listening, "LISTEN on every shard")
+    await cache_past_hour(client, past, body(1, 1, 0))
+    await write(shard_dsns[1], past, ["old", "late"], clock.hour)
+    await wait_for_body(client, past, body(2, 3, 0))
+    assert client.app[METRICS].invalidations.values.get(("notify",)) == 1
+    assert ("version",) not in client.app[METRICS].invalidations.values
+
+
+async def test_missed_notification_caught_by_version_check(shard_dsns: list[str], clock: Clock,
+                                                           make_aggregator: MakeAggregator) -> None:
+    past = clock.hour - 3
+    await write(shard_dsns[0], past, ["old"], clock.hour)
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), listen_for_late_writes=False)
+    await cache_past_hour(client, past, body(1, 1, 0))
+    # A writer whose clock still says `past` does not notify at all.
+    await write(shard_dsns[2], past, [Write("late", "impression")], current_hour=past)
+    await wait_for_body(client, past, body(2, 1, 1))
+    assert client.app[METRICS].invalidations.values.get(("version",)) == 1
+
+
+async def test_notification_during_a_cold_read_is_not_cached(shard_dsns: list[str], clock: Clock,
+                                                             make_aggregator: MakeAggregator) -> None:
+    past = clock.hour - 4
+    await write(shard_dsns[0], past, ["old"], clock.hour)
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), refresh_interval_s=NO_REFRESH_S,
+                                   listen_for_late_writes=False)
+    past_hours, shards = client.app[PAST], client.app[SHARDS]
+    reading = asyncio.create_task(past_hours.compute(shards, past))
+    await asyncio.sleep(0)  # the shared read has started
+    past_hours.invalidate(past, "notify")  # a late write's notification lands meanwhile
+    assert await reading == body(1, 1, 0).encode()
+    assert past not in past_hours
+    await write(shard_dsns[1], past, ["late"], clock.hour)
+    assert await get_hour(client, past) == (200, body(2, 2, 0))
