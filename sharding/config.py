@@ -48,6 +48,9 @@ class Shard:
     def active(self) -> bool:
         return self.state == ACTIVE
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "writers": list(self.writers), "dsn": self.dsn, "state": self.state}
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -65,12 +68,21 @@ class Topology:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "shards": [
-                {"name": s.name, "writers": list(s.writers), "dsn": s.dsn, "state": s.state} for s in self.shards
-            ],
-            "aggregators": list(self.aggregators),
-        }
+        return {"shards": [s.to_json() for s in self.shards], "aggregators": list(self.aggregators)}
+
+    def with_shard(self, shard: Shard) -> Topology:
+        """This topology plus one more shard, validated as a whole."""
+        return parse({"shards": [*(s.to_json() for s in self.shards), shard.to_json()],
+                      "aggregators": list(self.aggregators)})
+
+    def with_state(self, name: str, state: str) -> Topology:
+        """This topology with one shard's state changed, validated as a whole."""
+        self.shard(name)  # KeyError for an unknown shard
+        shards = [{**s.to_json(), "state": state} if s.name == name else s.to_json() for s in self.shards]
+        return parse({"shards": shards, "aggregators": list(self.aggregators)})
+
+    def with_aggregators(self, aggregators: Sequence[str]) -> Topology:
+        return parse({"shards": [s.to_json() for s in self.shards], "aggregators": list(aggregators)})
 
 
 def load(path: str | os.PathLike[str]) -> Topology:

@@ -1,0 +1,69 @@
+"""``python -m sharding COMMAND``: the local cluster and the shard file's tools.
+
+    run                 start the whole stack in the foreground (PORT, SHARDS, AGGREGATORS, DATA_DIR)
+    add-shard           add a shard to the running cluster of this PORT/DATA_DIR
+    retire-shard NAME   stop writes to a shard; its data stays readable
+    status              the topology and the health of every part
+    render-nginx        print the nginx configuration for a shard file (docker compose)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.settings import SettingsError
+from sharding import nginx
+from sharding.cluster import ClusterError, LocalCluster
+from sharding.config import ConfigError, load
+from sharding.operations import add_shard, retire_shard, run, status
+from sharding.processes import ProcessError
+from sharding.settings import ClusterSettings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sharding", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="start the local cluster in the foreground")
+    commands.add_parser("add-shard", help="add a shard to the running cluster")
+    retire = commands.add_parser("retire-shard", help="stop writes to a shard, keep its data readable")
+    retire.add_argument("name")
+    commands.add_parser("status", help="show topology and health")
+    render = commands.add_parser("render-nginx", help="print the nginx configuration of a shard file")
+    render.add_argument("--shards-file", required=True)
+    render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
+    render.add_argument("--runtime-dir", default=nginx.NginxLayout.container().runtime_dir,
+                        help="where nginx keeps its pid and temporary files")
+    return parser.parse_args(argv)
+
+
+def render_nginx(args: argparse.Namespace) -> None:
+    layout = nginx.NginxLayout.container()
+    layout = nginx.NginxLayout(listen=args.listen, runtime_dir=args.runtime_dir, access_log=layout.access_log,
+                               error_log=layout.error_log, access_log_buffer=layout.access_log_buffer)
+    sys.stdout.write(nginx.render(load(args.shards_file), layout, args.shards_file))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        if args.command == "render-nginx":
+            render_nginx(args)
+            return
+        cluster = LocalCluster(ClusterSettings.from_env())
+        if args.command == "run":
+            run(cluster)
+        elif args.command == "add-shard":
+            add_shard(cluster)
+        elif args.command == "retire-shard":
+            retire_shard(cluster, args.name)
+        else:
+            print(status(cluster))
+    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""The local cluster: PostgreSQL per shard, writers, aggregators and nginx on 127.0.0.1.
+
+Everything lives under DATA_DIR::
+
+    shards.json       the shard file (the aggregators read it too)
+    cluster.lock      held (flock) by the running ``run``; holds its pid
+    admin.lock        serialises add-shard / retire-shard
+    run/*.json        one record per process (see processes.py)
+    logs/*.log        writers' and aggregators' output
+    pg/<shard>/       each shard's PostgreSQL data directory (and server.log)
+    nginx/            nginx.conf, pid, access and error logs, temp files
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import string
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from sharding import nginx
+from sharding.config import Shard, Topology, load, save
+from sharding.postgres import LocalPostgres
+from sharding.processes import ProcessError, ProcessRecord, Registry, alive, spawn, stop, wait_ready
+from sharding.settings import (
+    AGGREGATOR_PORT_OFFSET,
+    HOST,
+    MAX_SLOTS,
+    POSTGRES_PORT_OFFSET,
+    WRITER_PORT_OFFSET,
+    ClusterSettings,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Writers drain their open batch on SIGTERM; give them this long.
+WRITER_STOP_TIMEOUT_S = 35.0
+
+
+class ClusterError(RuntimeError):
+    """Something the user must act on; the message says what."""
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on the port (servers set SO_REUSEADDR, so TIME_WAIT does not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def shard_name(index: int) -> str:
+    """a, b, ... z, then s26, s27, ..."""
+    return string.ascii_lowercase[index] if index < 26 else f"s{index}"
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+class LocalCluster:
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        self.root = settings.root
+        self.shards_file = self.root / "shards.json"
+        self.registry = Registry(self.root / "run")
+        self.nginx_dir = self.root / "nginx"
+        self.nginx_conf = self.nginx_dir / "nginx.conf"
+        self._lock: IO[str] | None = None
+
+    # -- locks ---------------------------------------------------------------
+
+    def acquire_run_lock(self) -> None:
+        """Become the one ``run`` of this DATA_DIR, or say who already is."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)  # PostgreSQL's user must traverse it
+        handle = open(self.root / "cluster.lock", "a+")  # noqa: SIM115 (held while running)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise ClusterError(
+                f"a cluster is already running from DATA_DIR={self.root} (run pid {owner}). "
+                f"Stop it with Ctrl-C in its terminal or `kill {owner}`, or use another DATA_DIR and PORT."
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def release_run_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def running_pid(self) -> int | None:
+        """The pid of the ``run`` holding this DATA_DIR, None if there is none."""
+        try:
+            handle = open(self.root / "cluster.lock")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+            return None
+
+    @contextmanager
+    def admin_lock(self) -> Iterator[None]:
+        """One topology change at a time."""
+        with open(self.root / "admin.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    # -- topology and ports --------------------------------------------------
+
+    def postgres(self, shard: Shard) -> LocalPostgres:
+        return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn))
+
+    def used_ports(self, topology: Topology | None) -> set[int]:
+        if topology is None:
+            return set()
+        ports = {port_of(a) for s in topology.shards for a in s.writers} | {port_of(a) for a in topology.aggregators}
+        return ports | {port_of_dsn(s.dsn) for s in topology.shards}
+
+    def allocate_port(self, offset: int, preferred_slot: int, used: set[int]) -> int:
+        """PORT+offset+slot, starting at the preferred slot, skipping taken ports."""
+        for slot in [preferred_slot, *range(1, MAX_SLOTS + 1)]:
+            port = self.settings.port + offset + slot
+            if port not in used and port_is_free(port):
+                used.add(port)
+                return port
+        first = self.settings.port + offset
+        raise ClusterError(f"no free port in {first + 1}..{first + MAX_SLOTS}")
+
+    def new_shard(self, index: int, used: set[int]) -> Shard:
+        name = shard_name(index)
+        writer = self.allocate_port(WRITER_PORT_OFFSET, index + 1, used)
+        pg = LocalPostgres(self.root / "pg" / name, self.allocate_port(POSTGRES_PORT_OFFSET, index + 1, used))
+        return Shard(name=name, writers=(f"{HOST}:{writer}",), dsn=pg.dsn)
+
+    def initial_topology(self) -> Topology:
+        """The shard file if there is one (data persists); else SHARDS new shards."""
+        existing = load(self.shards_file) if self.shards_file.exists() else None
+        used = self.used_ports(existing)
+        if existing is None:
+            shards = [self.new_shard(i, used) for i in range(self.settings.shards)]
+            topology = Topology(shards=tuple(shards))
+        else:
+            topology = existing
+            if len(existing.shards) != self.settings.shards:
+                print(f"note: {self.shards_file} already has {len(existing.shards)} shards; "
+                      f"SHARDS={self.settings.shards} applies to a new DATA_DIR only")
+        aggregators = list(topology.aggregators[: self.settings.aggregators])
+        while len(aggregators) < self.settings.aggregators:
+            port = self.allocate_port(AGGREGATOR_PORT_OFFSET, len(aggregators) + 1, used)
+            aggregators.append(f"{HOST}:{port}")
+        return topology.with_aggregators(aggregators) if topology.shards else topology
+
+    # -- starting parts ------------------------------------------------------
+
+    def service_env(self, port: int) -> dict[str, str]:
+        return {**self.settings.service_env, "REACTIONS_HOST": HOST, "REACTIONS_PORT": str(port),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+
+    def start_postgres(self, shard: Shard) -> LocalPostgres:
+        pg = self.postgres(shard)
+        if pg.pid() is None:
+            pg.start()
+        return pg
+
+    def start_writers(self, shard: Shard) -> list[ProcessRecord]:
+        records = []
+        for k, address in enumerate(shard.writers):
+            name = f"writer-{shard.name}" + (f"-{k}" if k else "")
+            env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn}
+            record = spawn(name, "writer", self.settings.writer_argv, port=port_of(address),
+                           log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT, shard=shard.name)
+            self.registry.add(record)
+            records.append(record)
+        return records
+
+    def start_aggregator(self, index: int, address: str) -> ProcessRecord:
+        name = f"aggregator-{index + 1}"
+        env = {**self.service_env(port_of(address)), "REACTIONS_SHARDS_FILE": str(self.shards_file)}
+        record = spawn(name, "aggregator", self.settings.aggregator_argv, port=port_of(address),
+                       log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT)
+        self.registry.add(record)
+        return record
+
+    def write_nginx_conf(self, topology: Topology) -> str:
+        """Render, write and ``nginx -t`` the configuration; return its generation."""
+        (self.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        text = nginx.render(topology, nginx.NginxLayout.local(HOST, self.settings.port, self.nginx_dir),
+                            str(self.shards_file))
+        tmp = self.nginx_dir / "nginx.conf.new"
+        tmp.write_text(text)
+        nginx.check(tmp, self.nginx_dir)
+        os.replace(tmp, self.nginx_conf)
+        return nginx.generation_of(text)
+
+    def start_nginx(self, topology: Topology) -> ProcessRecord:
+        self.write_nginx_conf(topology)
+        argv = nginx.nginx_command(self.nginx_conf, self.nginx_dir, "-g", "daemon off;")
+        record = spawn("nginx", "nginx", argv, port=self.settings.port, log=self.nginx_dir / "nginx.out", env={},
+                       cwd=self.nginx_dir)
+        self.registry.add(record)
+        return record
+
+    def start(self) -> Topology:
+        """Start every part in dependency order and wait until each is ready (``run``)."""
+        self.stop_leftovers()
+        if not port_is_free(self.settings.port):
+            raise ClusterError(f"port {self.settings.port} is in use: set PORT to a free port")
+        topology = self.initial_topology()
+        save(topology, self.shards_file)
+        for shard in topology.shards:
+            self.start_postgres(shard)
+        writers = [r for shard in topology.active_shards for r in self.start_writers(shard)]
+        aggregators = [self.start_aggregator(i, a) for i, a in enumerate(topology.aggregators)]
+        for record in [*writers, *aggregators]:
+            wait_ready(record, timeout_s=self.settings.ready_timeout_s)
+        wait_ready(self.start_nginx(topology), "/healthz", timeout_s=self.settings.ready_timeout_s)
+        return topology
+
+    # -- stopping ------------------------------------------------------------
+
+    def stop_leftovers(self) -> None:
+        """Processes recorded by a ``run`` that died without cleaning up: stop them by pid."""
+        leftovers = [r for r in self.registry.all() if alive(r)]
+        if leftovers:
+            print(f"stopping {len(leftovers)} process(es) left by an earlier run: "
+                  + ", ".join(f"{r.name} (pid {r.pid})" for r in leftovers))
+        self.stop_processes()
+
+    def stop_processes(self) -> None:
+        """nginx first (no new requests), then writers (they drain), then aggregators."""
+        for role, sig, timeout in (("nginx", signal.SIGQUIT, 30.0), ("writer", signal.SIGTERM, WRITER_STOP_TIMEOUT_S),
+                                   ("aggregator", signal.SIGTERM, 15.0)):
+            for record in self.registry.all(role):
+                if not stop(record, sig, timeout):
+                    print(f"{record.name} (pid {record.pid}) did not stop in {timeout:.0f}s and was killed",
+                          file=sys.stderr)
+                self.registry.remove(record.name)
+
+    def stop(self) -> None:
+        """Stop everything: processes in order, then every shard's PostgreSQL."""
+        self.stop_processes()
+        if self.shards_file.exists():
+            for shard in load(self.shards_file).shards:
+                self.postgres(shard).stop()
+
+    def describe(self) -> str:
+        """Which process is where."""
+        lines = [f"{'part':<16}{'pid':>8}  {'address':<22}log"]
+        for record in self.registry.all():
+            lines.append(f"{record.name:<16}{record.pid:>8}  {record.address:<22}{record.log}")
+        if self.shards_file.exists():
+            for shard in load(self.shards_file).shards:
+                pg = self.postgres(shard)
+                lines.append(f"{'postgres-' + shard.name:<16}{pg.pid() or '-':>8}  {HOST + ':' + str(pg.port):<22}"
+                             f"{pg.log_file}")
+        return "\n".join(lines)
+
+
+def port_of_dsn(dsn: str) -> int:
+    """The port of a postgresql://user@host:port/db DSN."""
+    host_part = dsn.split("@", 1)[-1].split("/", 1)[0]
+    if ":" not in host_part:
+        return 5432
+    return int(host_part.rsplit(":", 1)[1])
+
+
+def check_alive(record: ProcessRecord) -> None:
+    if not alive(record):
+        raise ProcessError(f"{record.name} (pid {record.pid}) is not running")

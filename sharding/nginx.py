@@ -1,0 +1,105 @@
+"""Rendering the nginx entry point from the shard file, and driving that nginx.
+
+The template is nginx/reactions.conf.template; ``{{name}}`` placeholders are
+filled here, and every one of them must be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sharding.config import ConfigError, Topology
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "reactions.conf.template"
+PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+NGINX_BIN = "/usr/sbin/nginx"
+
+
+@dataclass(frozen=True)
+class NginxLayout:
+    """Where this nginx listens and keeps its files."""
+
+    listen: str
+    runtime_dir: str
+    access_log: str
+    error_log: str
+    worker_processes: str = "auto"
+    # Buffered access logs cost less per request; flushed every second.
+    access_log_buffer: str = " buffer=64k flush=1s"
+
+    @classmethod
+    def local(cls, host: str, port: int, runtime_dir: Path) -> NginxLayout:
+        return cls(listen=f"{host}:{port}", runtime_dir=str(runtime_dir),
+                   access_log=str(runtime_dir / "access.log"), error_log=str(runtime_dir / "error.log"))
+
+    @classmethod
+    def container(cls, port: int = 8000) -> NginxLayout:
+        """Inside the nginx image: logs to the container's output."""
+        return cls(listen=str(port), runtime_dir="/var/cache/nginx/reactions", access_log="/dev/stdout",
+                   error_log="stderr", access_log_buffer="")
+
+
+def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:
+    # max_fails/fail_timeout: a writer that refused a connection is skipped
+    # (its users go to the next one on the ring) for a few seconds.
+    return "\n".join(f"        server {a} max_fails=1 fail_timeout=5s;" for a in addresses)
+
+
+def writer_addresses(topology: Topology) -> list[str]:
+    """The writers nginx routes to, in shard-file order: active shards only."""
+    return [w for shard in topology.active_shards for w in shard.writers]
+
+
+def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard file") -> str:
+    """The nginx configuration for this topology (pure: no I/O but the template)."""
+    writers = writer_addresses(topology)
+    if not writers:
+        raise ConfigError("no active shard has a writer: nginx would have nowhere to send writes")
+    if not topology.aggregators:
+        raise ConfigError("no aggregators: nginx would have nowhere to send reads")
+    values = {
+        "shards_file": shards_file,
+        "writer_servers": upstream_servers(writers),
+        "aggregator_servers": upstream_servers(topology.aggregators),
+        "listen": layout.listen,
+        "runtime_dir": layout.runtime_dir,
+        "access_log": layout.access_log,
+        "access_log_buffer": layout.access_log_buffer,
+        "error_log": layout.error_log,
+        "worker_processes": layout.worker_processes,
+    }
+    values["generation"] = generation(values)
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text())
+
+
+def generation(values: dict[str, str]) -> str:
+    """A short digest of what the configuration routes to, served by nginx's /healthz."""
+    return hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()[:12]
+
+
+def generation_of(config_text: str) -> str:
+    match = re.search(r"Generation: (\w+)", config_text)
+    if match is None:
+        raise ValueError("not a rendered Reactions nginx configuration")
+    return match.group(1)
+
+
+def nginx_command(config: Path, prefix: Path, *args: str) -> list[str]:
+    return [NGINX_BIN, "-p", f"{prefix}/", "-c", str(config), *args]
+
+
+def check(config: Path, prefix: Path) -> None:
+    """``nginx -t``; raise ConfigError with nginx's own words if it fails."""
+    result = subprocess.run(nginx_command(config, prefix, "-t", "-q"), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ConfigError(f"nginx -t failed for {config}: {result.stderr.strip()}")
+
+
+def reload(config: Path, prefix: Path) -> None:
+    """Test the configuration, then ``nginx -s reload`` (signals the pid in our own pid file)."""
+    check(config, prefix)
+    subprocess.run(nginx_command(config, prefix, "-s", "reload"), check=True, capture_output=True)

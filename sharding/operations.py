@@ -1,0 +1,214 @@
+"""What the commands do: run in the foreground, add or retire a shard, show status.
+
+``add-shard`` and ``retire-shard`` run in their own process beside ``run``:
+they start (detached) and record what they add under DATA_DIR/run/, where
+the running ``run`` supervises it and, at the end, stops it by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from sharding import nginx
+from sharding.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
+from sharding.config import RETIRED, Topology, load, save
+from sharding.processes import ProcessRecord, alive, http_get, stop, wait_for, wait_ready
+
+# Supervision period of ``run``.
+SUPERVISE_PERIOD_S = 1.0
+# How long add-shard waits for every aggregator to read a new shard.
+AGGREGATOR_PICKUP_TIMEOUT_S = 30.0
+# How long a reload may take (old nginx workers finish their requests).
+RELOAD_TIMEOUT_S = 30.0
+
+
+class Shutdown(Exception):
+    """SIGINT or SIGTERM reached ``run``."""
+
+
+def raise_shutdown(signum: int, frame: object) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def run(cluster: LocalCluster) -> None:
+    """Start everything, supervise until Ctrl-C or SIGTERM, then stop everything in order."""
+    cluster.acquire_run_lock()
+    signal.signal(signal.SIGINT, raise_shutdown)
+    signal.signal(signal.SIGTERM, raise_shutdown)
+    try:
+        cluster.start()
+        print(cluster.describe())
+        print(f"\nReactions is up on http://127.0.0.1:{cluster.settings.port} (data in {cluster.root}). "
+              "Ctrl-C stops it.", flush=True)
+        supervise(cluster)
+    except Shutdown as exc:
+        print(f"\n{exc}: stopping (nginx, writers, aggregators, PostgreSQL) ...", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cluster.stop()
+        cluster.release_run_lock()
+        print("stopped.", flush=True)
+
+
+def supervise(cluster: LocalCluster) -> None:
+    """Report any recorded process that exits (add-shard's included); runs until a signal."""
+    reported: set[tuple[str, int]] = set()
+    while True:
+        for record in cluster.registry.all():
+            if (record.name, record.pid) not in reported and not alive(record):
+                reported.add((record.name, record.pid))
+                print(f"warning: {record.name} (pid {record.pid}) exited; see {record.log}", flush=True)
+        time.sleep(SUPERVISE_PERIOD_S)
+
+
+def require_running(cluster: LocalCluster) -> None:
+    if cluster.running_pid() is None:
+        raise ClusterError(f"no cluster is running from DATA_DIR={cluster.root} (PORT={cluster.settings.port}); "
+                           "start one with `make run` and use the same PORT and DATA_DIR")
+
+
+def step(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def add_shard(cluster: LocalCluster) -> str:
+    """PostgreSQL, writer, aggregators read it, then nginx routes to it: no write is ever unread."""
+    require_running(cluster)
+    with cluster.admin_lock():
+        topology = load(cluster.shards_file)
+        names = {s.name for s in topology.shards}
+        index = next(i for i in range(len(names) + 1) if shard_name(i) not in names)
+        shard = cluster.new_shard(index, cluster.used_ports(topology))
+        step(f"shard {shard.name}: starting PostgreSQL on port {port_of_dsn(shard.dsn)}")
+        cluster.start_postgres(shard)
+        step(f"shard {shard.name}: starting its writer on {shard.writers[0]}")
+        for record in cluster.start_writers(shard):
+            wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+        log_offsets = {r.name: log_size(r) for r in cluster.registry.all("aggregator")}
+        save(topology.with_shard(shard), cluster.shards_file)
+        step(f"shard {shard.name}: in {cluster.shards_file}; waiting for every aggregator to read it")
+        wait_aggregators_read(cluster, shard.name, log_offsets)
+        step("re-rendering nginx and reloading it: writes now reach the new shard")
+        reload_nginx(cluster)
+        step(f"shard {shard.name} added")
+        return shard.name
+
+
+def retire_shard(cluster: LocalCluster, name: str) -> None:
+    """nginx stops routing to it, then its writer drains and stops; its data stays read."""
+    require_running(cluster)
+    with cluster.admin_lock():
+        topology = load(cluster.shards_file)
+        try:
+            retired = topology.with_state(name, RETIRED)
+        except KeyError:
+            raise ClusterError(f"no shard named {name!r} in {cluster.shards_file}") from None
+        step(f"shard {name}: re-rendering nginx without it and reloading")
+        reload_nginx(cluster, retired)
+        save(retired, cluster.shards_file)
+        for record in cluster.registry.all("writer"):
+            if record.shard == name:
+                step(f"shard {name}: stopping writer {record.name} (pid {record.pid}); it drains first")
+                stop(record)
+                cluster.registry.remove(record.name)
+        step(f"shard {name} retired: it takes no writes and its data is still read")
+
+
+def log_size(record: ProcessRecord) -> int:
+    try:
+        return os.path.getsize(record.log)
+    except FileNotFoundError:
+        return 0
+
+
+def aggregator_reads(record: ProcessRecord, shard: str, log_offset: int) -> bool:
+    """Whether an aggregator reads ``shard``: a shard label in /metrics, else its log since ``log_offset``.
+
+    The aggregator logs "reading shard NAME (...)" once the shard is in the set
+    it reads; /readyz must also answer 200 (every shard, the new one included).
+    """
+    if http_get(f"http://{record.address}/readyz")[0] != 200:
+        return False
+    status, _, metrics = http_get(f"http://{record.address}/metrics")
+    if status == 200 and f'shard="{shard}"' in metrics:
+        return True
+    with open(record.log, "rb") as log:
+        log.seek(log_offset)
+        return re.search(rb"reading shard " + re.escape(shard.encode()) + rb"\b", log.read()) is not None
+
+
+def wait_aggregators_read(cluster: LocalCluster, shard: str, log_offsets: dict[str, int]) -> None:
+    records = cluster.registry.all("aggregator")
+    for record in records:
+        if alive(record):
+            os.kill(record.pid, signal.SIGHUP)  # re-read the shard file now
+    for record in records:
+        offset = log_offsets.get(record.name, 0)
+        if not wait_for(lambda: aggregator_reads(record, shard, offset), AGGREGATOR_PICKUP_TIMEOUT_S):  # noqa: B023
+            raise ClusterError(f"{record.name} at {record.address} does not read shard {shard!r} after "
+                               f"{AGGREGATOR_PICKUP_TIMEOUT_S:.0f}s; nginx was NOT reloaded, so no write "
+                               f"reaches the shard yet. See {record.log}")
+
+
+def reload_nginx(cluster: LocalCluster, topology: Topology | None = None) -> None:
+    """Render, test and reload; return once the new configuration serves and old workers are gone."""
+    record = cluster.registry.get("nginx")
+    if record is None or not alive(record):
+        raise ClusterError("nginx of this cluster is not running")
+    generation = cluster.write_nginx_conf(topology if topology is not None else load(cluster.shards_file))
+    nginx.reload(cluster.nginx_conf, cluster.nginx_dir)
+    url = f"http://127.0.0.1:{cluster.settings.port}/healthz"
+    served = wait_for(lambda: http_get(url)[1].get("X-Reactions-Generation") == generation, RELOAD_TIMEOUT_S)
+    if not served or not wait_for(lambda: not old_workers(record.pid), RELOAD_TIMEOUT_S):
+        raise ClusterError(f"nginx did not finish reloading in {RELOAD_TIMEOUT_S:.0f}s; see {cluster.nginx_dir}")
+
+
+def old_workers(master_pid: int) -> list[int]:
+    """nginx workers of the previous configuration still finishing their requests."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if ppid == master_pid and b"shutting down" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def status(cluster: LocalCluster) -> str:
+    """The topology and the health of every part."""
+    if not cluster.shards_file.exists():
+        return f"no cluster in DATA_DIR={cluster.root}"
+    topology = load(cluster.shards_file)
+    run_pid = cluster.running_pid()
+    lines = [f"cluster {cluster.root}: " + (f"running (run pid {run_pid})" if run_pid else "not running"),
+             f"{'part':<16}{'state':<9}{'pid':>8}  {'address':<22}health"]
+    records = {r.name: r for r in cluster.registry.all()}
+    for shard in topology.shards:
+        pg = cluster.postgres(shard)
+        lines.append(f"{'postgres-' + shard.name:<16}{shard.state:<9}{pg.pid() or '-':>8}  127.0.0.1:{pg.port:<12}"
+                     f"{'up' if pg.pid() else 'down'}")
+        for record in (r for r in records.values() if r.shard == shard.name):
+            lines.append(health_line(record, shard.state))
+    for record in records.values():
+        if record.role in ("aggregator", "nginx"):
+            lines.append(health_line(record, ""))
+    return "\n".join(lines)
+
+
+def health_line(record: ProcessRecord, state: str) -> str:
+    path = "/healthz" if record.role == "nginx" else "/readyz"
+    code = http_get(f"http://{record.address}{path}")[0] if alive(record) else None
+    health = "not running" if code is None else ("ready" if code == 200 else f"{path} -> {code or 'no answer'}")
+    return f"{record.name:<16}{state:<9}{record.pid:>8}  {record.address:<22}{health}"
+
+

@@ -1,0 +1,168 @@
+"""The processes of a local cluster, recorded in files so that any command can find them.
+
+Every process the cluster starts (writers, aggregators, nginx) gets a record
+under ``DATA_DIR/run/``: its pid, its start time (so a reused pid is never
+taken for ours), its port and its log file. ``run`` supervises and stops what
+the records list, including processes that ``add-shard`` started from
+another command. Processes are only ever signalled by recorded pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Polling period while waiting for a process or an endpoint.
+POLL_S = 0.05
+# A probe that takes longer than this counts as not ready.
+PROBE_TIMEOUT_S = 2.0
+
+
+class ProcessError(RuntimeError):
+    """A managed process did not start, did not get ready or would not stop."""
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str  # "writer-a", "aggregator-1", "nginx"
+    role: str  # "writer", "aggregator", "nginx"
+    pid: int
+    started: int  # /proc/<pid>/stat start time, in clock ticks since boot
+    port: int
+    log: str
+    shard: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot); None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is our child, so it does not stay a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def alive(record: ProcessRecord) -> bool:
+    reap(record.pid)
+    return start_ticks(record.pid) == record.started
+
+
+class Registry:
+    """The records of one cluster, one JSON file per process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def add(self, record: ProcessRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{record.name}.json"
+        tmp.write_text(json.dumps(asdict(record)))
+        os.replace(tmp, self.directory / f"{record.name}.json")
+
+    def remove(self, name: str) -> None:
+        (self.directory / f"{name}.json").unlink(missing_ok=True)
+
+    def get(self, name: str) -> ProcessRecord | None:
+        try:
+            return ProcessRecord(**json.loads((self.directory / f"{name}.json").read_text()))
+        except FileNotFoundError:
+            return None
+
+    def all(self, role: str | None = None) -> list[ProcessRecord]:
+        records = [ProcessRecord(**json.loads(p.read_text())) for p in sorted(self.directory.glob("*.json"))]
+        return [r for r in records if role is None or r.role == role]
+
+
+def spawn(name: str, role: str, argv: Sequence[str], *, port: int, log: Path, env: Mapping[str, str],
+          cwd: Path, shard: str | None = None) -> ProcessRecord:
+    """Start a process in its own session (so a terminal's Ctrl-C reaches only ``run``)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **env}, cwd=cwd, start_new_session=True)
+    started = start_ticks(proc.pid)
+    if started is None:
+        proc.wait()
+        raise ProcessError(f"{name} exited at once (exit {proc.returncode}); see {log}")
+    return ProcessRecord(name=name, role=role, pid=proc.pid, started=started, port=port, log=str(log), shard=shard)
+
+
+def stop(record: ProcessRecord, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
+    """Signal the recorded pid (only if it is still the same process) and wait; SIGKILL past the deadline.
+
+    Returns False if the process had to be killed.
+    """
+    if not alive(record):
+        return True
+    os.kill(record.pid, sig)
+    if wait_for(lambda: not alive(record), timeout_s):
+        return True
+    if alive(record):
+        os.kill(record.pid, signal.SIGKILL)
+        wait_for(lambda: not alive(record), 5.0)
+    return False
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``condition`` until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def http_get(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, dict[str, str], str]:
+    """(status, headers, body) of a GET; status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError):
+        return 0, {}, ""
+
+
+def wait_ready(record: ProcessRecord, path: str = "/readyz", timeout_s: float = 60.0) -> None:
+    """Poll the process's endpoint until 200; fail at once if the process dies."""
+    url = f"http://{record.address}{path}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(record):
+            raise ProcessError(f"{record.name} (pid {record.pid}) exited while starting:\n{log_tail(record.log)}")
+        if http_get(url)[0] == 200:
+            return
+        time.sleep(POLL_S * 2)
+    raise ProcessError(f"{record.name} (pid {record.pid}) not ready at {url} after {timeout_s:.0f}s; "
+                       f"see {record.log}:\n{log_tail(record.log)}")
+
+
+def log_tail(path: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

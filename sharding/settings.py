@@ -1,0 +1,57 @@
+"""Settings of the local cluster; ``from_env`` is the only reader of the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.settings import SettingsError, env_int, env_str
+
+# Internal ports are PORT plus an offset plus a slot (1..99): with PORT=8000,
+# shard a's writer is on 8101, aggregator 1 on 8201, shard a's PostgreSQL on
+# 8301. Clusters whose PORTs are at least PORT_SPAN apart never collide; closer
+# ones skip the ports that are taken (and record what they chose).
+WRITER_PORT_OFFSET = 100
+AGGREGATOR_PORT_OFFSET = 200
+POSTGRES_PORT_OFFSET = 300
+PORT_SPAN = 400
+MAX_SLOTS = 99
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    port: int = 8000
+    shards: int = 3
+    aggregators: int = 2
+    data_dir: Path = Path("var")
+    # How long any one part may take to become ready.
+    ready_timeout_s: float = 60.0
+    writer_argv: tuple[str, ...] = (sys.executable, "-m", "writer.main")
+    aggregator_argv: tuple[str, ...] = (sys.executable, "-m", "aggregator.main")
+    # Extra environment for the services (tests shorten refresh intervals).
+    service_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> ClusterSettings:
+        settings = cls(
+            port=env_int("PORT", cls.port, minimum=1),
+            shards=env_int("SHARDS", cls.shards, minimum=1),
+            aggregators=env_int("AGGREGATORS", cls.aggregators, minimum=1),
+            data_dir=Path(env_str("DATA_DIR", str(cls.data_dir))),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.port + PORT_SPAN > 65535:
+            raise SettingsError(f"PORT must be at most {65535 - PORT_SPAN} (internal ports go up to PORT+{PORT_SPAN})")
+        if self.shards > MAX_SLOTS or self.aggregators > MAX_SLOTS:
+            raise SettingsError(f"SHARDS and AGGREGATORS must be at most {MAX_SLOTS}")
+
+    @property
+    def root(self) -> Path:
+        """The absolute data directory (relative paths are taken from the current directory)."""
+        return Path(os.path.abspath(self.data_dir))
