@@ -9,6 +9,7 @@ from __future__ import annotations
 from email.utils import formatdate
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from aggregator import db
 from aggregator.fanout import IncompleteAnswer
@@ -20,8 +21,8 @@ from common.hours import hour_of
 RETRY_AFTER_S = "1"
 STALE = "X-Reactions-Stale"
 STALE_SINCE = "X-Reactions-Stale-Since"
-CONTENT_TYPE = "text/plain"
-CHARSET = "utf-8"
+# Built once: the live path then only copies it into each response.
+TEXT_PLAIN = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
 FAST_PREFIX = "timestamp="
 
 
@@ -29,8 +30,10 @@ def unavailable(reason: str) -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(text=reason + "\n", headers={"Retry-After": RETRY_AFTER_S})
 
 
-def plain(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=body, content_type=CONTENT_TYPE, charset=CHARSET, headers=headers)
+def plain(body: bytes, extra: dict[str, str] | None = None) -> web.Response:
+    if extra is None:
+        return web.Response(body=body, headers=TEXT_PLAIN)
+    return web.Response(body=body, headers={**TEXT_PLAIN, **extra})
 
 
 def read_hour(request: web.Request) -> int:
