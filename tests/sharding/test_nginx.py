@@ -1,0 +1,199 @@
+"""nginx rendering, and the rendered configuration run by the real nginx in front of stub upstreams.
+
+The stubs answer with their own port, so each test sees where nginx sent a
+request; the services themselves are exercised in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from sharding import nginx
+from sharding.config import RETIRED, ConfigError, Topology, parse
+from sharding.ring import Ring
+from tests.conftest import free_port, world_traversable_tmpdir
+
+
+def topology_for(writer_ports: list[int], aggregator_ports: list[int], retired: int | None = None) -> Topology:
+    shards = [{"name": f"s{i}", "writers": [f"127.0.0.1:{p}"], "dsn": f"postgresql://postgres@127.0.0.1:{p}/r",
+               "state": RETIRED if i == retired else "active"} for i, p in enumerate(writer_ports)]
+    return parse({"shards": shards, "aggregators": [f"127.0.0.1:{p}" for p in aggregator_ports]})
+
+
+def test_render_routes_writes_to_active_writers_only() -> None:
+    topology = topology_for([9101, 9102, 9103], [9201, 9202], retired=1)
+    text = nginx.render(topology, nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x")))
+    writers = text.split("upstream reactions_writers {")[1].split("}")[0]
+    assert "hash $reactions_user consistent;" in writers
+    assert "127.0.0.1:9101" in writers and "127.0.0.1:9103" in writers
+    assert "9102" not in text, "a retired shard's writer gets no writes"
+    readers = text.split("upstream reactions_aggregators {")[1].split("}")[0]
+    assert "least_conn;" in readers and "127.0.0.1:9201" in readers and "127.0.0.1:9202" in readers
+    assert "listen 127.0.0.1:9000;" in text and "pid /tmp/x/nginx.pid;" in text
+    assert "proxy_next_upstream error timeout;" in text, "a POST that reached a writer is never resent"
+    assert "{{" not in text
+
+
+def test_generation_changes_with_the_routing() -> None:
+    layout = nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x"))
+    three = nginx.render(topology_for([9101, 9102, 9103], [9201]), layout)
+    retired = nginx.render(topology_for([9101, 9102, 9103], [9201], retired=2), layout)
+    assert nginx.generation_of(three) != nginx.generation_of(retired)
+    assert nginx.generation_of(three) == nginx.generation_of(nginx.render(topology_for([9101, 9102, 9103], [9201]),
+                                                                          layout))
+
+
+def test_render_refuses_a_topology_nginx_could_not_serve() -> None:
+    layout = nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x"))
+    with pytest.raises(ConfigError, match="no aggregators"):
+        nginx.render(topology_for([9101], []), layout)
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    path = world_traversable_tmpdir("reactions-nginx-")
+    (path / "tmp").mkdir()
+    yield path
+
+
+@pytest.mark.parametrize("layout_kind", ["local", "container"])
+def test_rendered_config_passes_nginx_t(runtime_dir: Path, layout_kind: str) -> None:
+    if layout_kind == "local":
+        layout = nginx.NginxLayout.local("127.0.0.1", free_port(), runtime_dir)
+    else:
+        container = nginx.NginxLayout.container()
+        layout = nginx.NginxLayout(listen="127.0.0.1:8000", runtime_dir=str(runtime_dir), access_log="/dev/stdout",
+                                   error_log="stderr", access_log_buffer="")
+        assert container.access_log == layout.access_log
+    conf = runtime_dir / "nginx.conf"
+    conf.write_text(nginx.render(topology_for([9101, 9102], [9201]), layout))
+    nginx.check(conf, runtime_dir)
+    conf.write_text(conf.read_text().replace("least_conn;", "least_conn"))
+    with pytest.raises(ConfigError, match="nginx -t failed"):
+        nginx.check(conf, runtime_dir)
+
+
+STUB_PORT = web.AppKey("stub_port", int)
+
+
+async def stub(request: web.Request) -> web.Response:
+    port = request.app[STUB_PORT]
+    return web.Response(text=f"{port} {request.method} {request.raw_path}\n")
+
+
+@pytest.fixture
+async def stubs() -> AsyncIterator[dict[str, list[int]]]:
+    """Three writers and one aggregator that answer with their own port."""
+    runners, ports = [], {"writers": [free_port() for _ in range(3)], "aggregators": [free_port()]}
+    for port in ports["writers"] + ports["aggregators"]:
+        app = web.Application()
+        app[STUB_PORT] = port
+        app.router.add_route("*", "/{tail:.*}", stub)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+    yield ports
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def run_nginx(runtime_dir: Path) -> Iterator[object]:
+    """Start the real nginx on a rendered configuration; stopped by pid."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(topology: Topology) -> str:
+        port = free_port()
+        conf = runtime_dir / "nginx.conf"
+        conf.write_text(nginx.render(topology, nginx.NginxLayout.local("127.0.0.1", port, runtime_dir)))
+        proc = subprocess.Popen(nginx.nginx_command(conf, runtime_dir, "-g", "daemon off;"))
+        started.append(proc)
+        deadline = time.monotonic() + 10
+        while not (runtime_dir / "nginx.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+async def post(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    """POST exactly this URL (yarl would otherwise re-quote it)."""
+    async with session.post(URL(url, encoded=True)) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_writes_follow_the_python_ring_and_skip_retired_shards(stubs: dict[str, list[int]],
+                                                                     run_nginx: object) -> None:
+    topology = topology_for(stubs["writers"], stubs["aggregators"], retired=1)
+    base = run_nginx(topology)  # type: ignore[operator]
+    ring = Ring.build(nginx.writer_addresses(topology))
+    async with aiohttp.ClientSession() as session:
+        for i in range(150):
+            user = f"user {i}/é" if i % 3 == 0 else f"user{i}"
+            raw = quote(user, safe="")
+            status, body = await post(session, f"{base}/analytics?timestamp=1&user={raw}&click")
+            assert status == 200 and body.split()[0] == ring.lookup(raw).rsplit(":", 1)[1], (user, body)
+            status, body = await post(session, f"{base}/analytics/1/{raw}/click?id=k{i}")
+            assert status == 200 and body.split()[0] == ring.lookup(raw).rsplit(":", 1)[1], (user, body)
+            assert body.split()[2] == f"/analytics/1/{raw}/click?id=k{i}", "the path reaches the writer untouched"
+            assert body.split()[0] != str(stubs["writers"][1])
+
+
+async def test_methods_paths_and_nginx_own_answers(stubs: dict[str, list[int]], run_nginx: object) -> None:
+    base = run_nginx(topology_for(stubs["writers"], stubs["aggregators"]))  # type: ignore[operator]
+    aggregator = str(stubs["aggregators"][0])
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/analytics?timestamp=1") as resp:
+            assert resp.status == 200 and (await resp.text()).split()[:2] == [aggregator, "GET"]
+        async with session.head(f"{base}/analytics?timestamp=1") as resp:
+            assert resp.status == 200
+        for method, path, allow in [("PUT", "/analytics", "GET, HEAD, POST"),
+                                    ("DELETE", "/analytics", "GET, HEAD, POST"),
+                                    ("GET", "/analytics/1/bob/click", "POST")]:
+            async with session.request(method, f"{base}{path}") as resp:
+                assert (resp.status, resp.headers.get("Allow")) == (405, allow), (method, path)
+        for path in ["/", "/analytic", "/analytics/", "/analytics/1/bob", "/analytics/1//click", "/analytics/1/a/b/c"]:
+            async with session.post(f"{base}{path}") as resp:
+                assert resp.status == 404, path
+                assert await resp.text() == "not found\n"
+        async with session.post(f"{base}/analytics?user=a", data=b"x" * 4096) as resp:
+            assert resp.status == 413 and await resp.text() == "request body too large\n"
+        async with session.get(f"{base}/healthz") as resp:
+            assert resp.status == 200 and len(resp.headers["X-Reactions-Generation"]) == 12
+
+
+async def test_no_writer_answering_is_503_with_retry_after(stubs: dict[str, list[int]], run_nginx: object) -> None:
+    dead = [free_port(), free_port()]
+    base = run_nginx(topology_for(dead, stubs["aggregators"]))  # type: ignore[operator]
+    async with aiohttp.ClientSession() as session, session.post(f"{base}/analytics?user=a") as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+
+
+async def test_a_refused_connection_falls_to_the_next_writer_on_the_ring(stubs: dict[str, list[int]],
+                                                                        run_nginx: object) -> None:
+    dead = free_port()
+    topology = topology_for([*stubs["writers"], dead], stubs["aggregators"])
+    base = run_nginx(topology)  # type: ignore[operator]
+    ring = Ring.build(nginx.writer_addresses(topology))
+    down = {f"127.0.0.1:{dead}"}
+    users = [f"user{i}" for i in range(200)]
+    assert any(ring.lookup(u) in down for u in users)
+    async with aiohttp.ClientSession() as session:
+        for user in users:
+            status, body = await post(session, f"{base}/analytics?user={user}")
+            assert status == 200 and body.split()[0] == ring.lookup(user, down).rsplit(":", 1)[1]
