@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from perf.procs import run_measured
 
 # Reactions' write path: the path form with a user from a fixed population and
 # the current timestamp (5% of writes are late: an hour or more in the past).
@@ -37,6 +38,9 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: int  # socket errors plus non-2xx answers
+    # Cores wrk itself used (user + system CPU over wall time); a thread near
+    # 1.0 means wrk, not the server, set the pace.
+    generator_cores: float = 0.0
 
 
 def require_wrk() -> str:
@@ -53,14 +57,16 @@ def run_wrk(url: str, script: str, *, seconds: float, connections: int, threads:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write(script)
     try:
-        out = subprocess.run(
+        run = run_measured(
             [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
              "-s", lua.name, url],
-            check=True, capture_output=True, text=True, timeout=seconds + 30,
-        ).stdout
+            timeout_s=seconds + 30,
+        )
     finally:
         Path(lua.name).unlink()
-    return parse(out)
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk exited with {run.returncode}:\n{run.stdout}")
+    return replace(parse(run.stdout), generator_cores=run.cores)
 
 
 def parse(out: str) -> WrkResult:
@@ -84,4 +90,5 @@ def median_result(results: list[WrkResult]) -> WrkResult:
         p99_ms=statistics.median(r.p99_ms for r in results),
         requests=sum(r.requests for r in results),
         errors=sum(r.errors for r in results),
+        generator_cores=max(r.generator_cores for r in results),
     )

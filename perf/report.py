@@ -1,0 +1,264 @@
+"""The benchmark report: markdown tables and PNG charts from a BenchResults.
+
+    python -m perf.report perf/results/<timestamp>/results.json   # re-render a report
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf.charts import draw_charts
+from perf.procs import SATURATED_CORE_SHARE
+from perf.results import (
+    GET_CEILING,
+    GET_CURRENT,
+    POST_CEILING,
+    POST_DURABLE,
+    POST_NAIVE,
+    BenchResults,
+    MixedRun,
+    Profile,
+    Scenario,
+)
+
+# Issue 5's goals (not test assertions): ratios to the same-run baselines.
+GET_MIN_RATIO_TO_CEILING = 0.85
+GET_MAX_P99_MS = 10.0
+POST_MIN_RATIO_TO_NAIVE = 3.0
+POST_MIN_RATIO_TO_CEILING = 0.5
+POST_MAX_P99_MS = 25.0
+# Which baselines each figure is quoted against.
+BASELINES_OF = {GET_CURRENT: (GET_CEILING,), POST_NAIVE: (POST_CEILING,), POST_DURABLE: (POST_NAIVE, POST_CEILING)}
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    goal: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def ratio_check(results: BenchResults, key: str, base: str, minimum: float, goal: str) -> TargetCheck:
+    figure, baseline = results.scenario(key), results.scenario(base)
+    if figure is None or baseline is None:
+        return TargetCheck(goal, "not measured", None)
+    ratio = figure.ratio_to(baseline)
+    return TargetCheck(goal, f"{ratio:.2f}x ({figure.median('requests_per_s'):,.0f} vs "
+                             f"{baseline.median('requests_per_s'):,.0f} req/s)", ratio >= minimum)
+
+
+def p99_check(results: BenchResults, key: str, maximum: float, goal: str) -> TargetCheck:
+    figure = results.scenario(key)
+    if figure is None:
+        return TargetCheck(goal, "not measured", None)
+    p99 = figure.median("p99_ms")
+    return TargetCheck(goal, f"{p99:.1f} ms at {figure.connections} connections", p99 < maximum)
+
+
+def mixed_checks(mixed: MixedRun | None) -> list[TargetCheck]:
+    if mixed is None:
+        return [TargetCheck("mixed: no error responses", "not measured", None),
+                TargetCheck("mixed: every 204 counted", "not measured", None)]
+    exact = "exact" if mixed.exact else "not exact: see the audit"
+    return [
+        TargetCheck("mixed: no error responses", f"{mixed.error_responses} errors in "
+                    f"{sum(r.requests for r in mixed.requests):,} requests", mixed.error_responses == 0),
+        TargetCheck("mixed: every 204 counted", f"{mixed.acknowledged:,} acknowledged, {mixed.missing_events} "
+                    f"missing ({exact})", mixed.missing_events == 0 and mixed.acknowledged > 0),
+    ]
+
+
+def evaluate(results: BenchResults) -> list[TargetCheck]:
+    """Each goal of issue 5 against this run's figures."""
+    return [
+        ratio_check(results, GET_CURRENT, GET_CEILING, GET_MIN_RATIO_TO_CEILING,
+                    f"GET current hour >= {GET_MIN_RATIO_TO_CEILING}x GET ceiling"),
+        p99_check(results, GET_CURRENT, GET_MAX_P99_MS, f"GET current hour p99 < {GET_MAX_P99_MS:g} ms"),
+        ratio_check(results, POST_DURABLE, POST_NAIVE, POST_MIN_RATIO_TO_NAIVE,
+                    f"POST durable >= {POST_MIN_RATIO_TO_NAIVE:g}x batching disabled"),
+        ratio_check(results, POST_DURABLE, POST_CEILING, POST_MIN_RATIO_TO_CEILING,
+                    f"POST durable >= {POST_MIN_RATIO_TO_CEILING}x POST ceiling"),
+        p99_check(results, POST_DURABLE, POST_MAX_P99_MS, f"POST durable p99 < {POST_MAX_P99_MS:g} ms"),
+        *mixed_checks(results.mixed),
+    ]
+
+
+def verdict(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "not measured"}[met]
+
+
+def targets_table(results: BenchResults) -> Iterator[str]:
+    yield "| target | measured (median of rounds) | |"
+    yield "|---|---|---|"
+    for check in evaluate(results):
+        yield f"| {check.goal} | {check.measured} | {verdict(check.met)} |"
+
+
+def ratio_text(results: BenchResults, scenario: Scenario) -> str:
+    parts = []
+    for base_key in BASELINES_OF.get(scenario.key, ()):
+        base = results.scenario(base_key)
+        if base is not None:
+            parts.append(f"{scenario.ratio_to(base):.2f}x {base.title}")
+    return "; ".join(parts) or "baseline"
+
+
+def saturated(cores: float) -> str:
+    return " (saturated)" if cores >= SATURATED_CORE_SHARE else ""
+
+
+def figures_table(results: BenchResults) -> Iterator[str]:
+    yield "| scenario | tool | req/s | vs same-run baseline | p50 ms | p99 ms | errors | generator CPU |"
+    yield "|---|---|---|---|---|---|---|---|"
+    for s in results.scenarios:
+        cores = max(r.generator_cores for r in s.rounds)
+        yield (f"| {s.title} | {s.tool} -c {s.connections} | {s.median('requests_per_s'):,.0f} | "
+               f"{ratio_text(results, s)} | {s.median('p50_ms'):.2f} | {s.median('p99_ms'):.2f} | {s.errors} | "
+               f"{cores:.2f} cores{saturated(cores)} |")
+
+
+def ratios_table(results: BenchResults) -> Iterator[str]:
+    yield "| figure | against | throughput | p50 latency | p99 latency |"
+    yield "|---|---|---|---|---|"
+    for key, bases in BASELINES_OF.items():
+        figure = results.scenario(key)
+        for base in filter(None, (results.scenario(b) for b in bases)):
+            if figure is not None:
+                yield (f"| {figure.title} | {base.title} | {figure.ratio_to(base):.2f}x | "
+                       f"{figure.ratio_to(base, 'p50_ms'):.2f}x | {figure.ratio_to(base, 'p99_ms'):.2f}x |")
+
+
+def cpu_table(results: BenchResults) -> Iterator[str]:
+    names = sorted({n for s in results.scenarios for r in s.rounds for n in r.components})
+    if not names:
+        return
+    yield "| scenario | " + " | ".join(names) + " | load generator |"
+    yield "|---|" + "---|" * (len(names) + 1)
+    for s in results.scenarios:
+        cells = [f"{s.median_component(n):.2f}" for n in names]
+        yield f"| {s.title} | " + " | ".join(cells) + f" | {s.median('generator_cores'):.2f} |"
+
+
+def mixed_section(mixed: MixedRun) -> Iterator[str]:
+    yield (f"{mixed.tool}, {mixed.users} users at {mixed.rate_per_user:g} req/s each for {mixed.seconds:g} s "
+           f"(FastHttpUser; locust reports whole milliseconds). Load generator: {mixed.generator_cores:.2f} cores"
+           f"{saturated(mixed.generator_cores)}.")
+    yield ""
+    yield "| request | count | errors | req/s | p50 ms | p99 ms |"
+    yield "|---|---|---|---|---|---|"
+    for r in mixed.requests:
+        yield f"| {r.name} | {r.requests:,} | {r.failures} | {r.requests_per_s:,.0f} | {r.p50_ms:g} | {r.p99_ms:g} |"
+    yield ""
+    for error, count in mixed.failures.items():
+        yield f"- error `{error}`: {count}"
+    for warning in mixed.generator_warnings:
+        yield f"- locust warned: `{warning}`"
+    yield ""
+    yield (f"Audit: every 204 the load generator got, per hour, against the GETs through nginx after the run "
+           f"minus before it (settled {mixed.audit_settled_s:.1f} s after the run). "
+           "Columns are unique users / clicks / impressions.")
+    yield ""
+    yield "| hour (UTC, hours since epoch) | acknowledged | counted | |"
+    yield "|---|---|---|---|"
+    for a in mixed.audit:
+        ok = "exact" if a.expected == a.counted else f"**{a.missing_events} missing**" if a.missing_events else "more"
+        yield f"| {a.hour} | {'/'.join(map(str, a.expected))} | {'/'.join(map(str, a.counted))} | {ok} |"
+
+
+def profile_section(profile: Profile) -> Iterator[str]:
+    yield (f"**{profile.process}** during *{profile.scenario}* ({profile.seconds:g} s, on CPU in "
+           f"{profile.busy_share:.0%} of samples)" + (f", flame graph: [{profile.flamegraph}]({profile.flamegraph})"
+                                                       if profile.flamegraph else ""))
+    yield ""
+    yield "| function (self time) | share | function (on the stack) | share |"
+    yield "|---|---|---|---|"
+    for (own, own_share), (total, total_share) in zip(profile.top_self, profile.top_total, strict=False):
+        yield f"| `{own}` | {own_share:.0%} | `{total}` | {total_share:.0%} |"
+    yield ""
+
+
+def generator_notes(results: BenchResults) -> Iterator[str]:
+    for s in results.scenarios:
+        cores = max(r.generator_cores for r in s.rounds)
+        if cores >= SATURATED_CORE_SHARE:
+            yield (f"- **{s.title}: wrk used {cores:.2f} cores (one thread): the generator may have set the pace, "
+                   "so this figure is a lower bound.**")
+    if results.mixed and results.mixed.generator_cores >= SATURATED_CORE_SHARE:
+        yield (f"- **mixed: locust used {results.mixed.generator_cores:.2f} cores: it saturated its core, so its "
+               "latencies include its own queueing.**")
+
+
+def render_markdown(results: BenchResults) -> str:
+    c, m = results.config, results.machine
+    lines = [
+        f"# Reactions benchmark, {results.started}",
+        "",
+        f"Machine: {m.get('cpus', '?')} cores shared by everything (nginx, Python services, PostgreSQL, the load "
+        f"generator); {m.get('python', '')}; {m.get('nginx', '')}; {m.get('postgres', '')}; {m.get('wrk', '')}; "
+        f"locust {m.get('locust', '?')}.",
+        f"Cluster: {c.get('shards')} shards, {c.get('aggregators')} aggregators, one nginx "
+        f"({c.get('cluster', 'local')}). Command: `{c.get('command', 'make bench')}`.",
+        "",
+        f"Method: wrk (C, one thread, {c.get('connections')} connections) measures every throughput and latency "
+        f"figure; each scenario ran {c.get('rounds')} rounds of {c.get('seconds')} s after a warm-up, and the rounds "
+        "of all scenarios were interleaved (round 1 of each, then round 2, ...). Figures are medians of the rounds; "
+        "ratios are medians of per-round ratios, so slow drift of the machine cancels. Baselines ran in this same "
+        "run behind an nginx rendered from the same template (sharding/nginx.py): only the backends differ. "
+        "locust drives the realistic mixed scenario and its audit.",
+        "",
+        "## Targets",
+        "",
+        *targets_table(results),
+        "",
+        "## Throughput and latency",
+        "",
+        *figures_table(results),
+        "",
+        "![throughput](throughput.png) ![latency](latency.png)",
+        "",
+        "### Ratios to the same-run baselines",
+        "",
+        *ratios_table(results),
+        "",
+        "### Where the CPU went (cores, median of rounds)",
+        "",
+        *cpu_table(results),
+        "",
+        "![rounds over time](over_time.png)",
+        "",
+    ]
+    if results.mixed is not None:
+        lines += ["## Mixed scenario", "", *mixed_section(results.mixed), "", "![mixed](mixed_over_time.png)", ""]
+    if results.profiles:
+        lines += ["## Profiles (py-spy)", ""]
+        for profile in results.profiles:
+            lines += list(profile_section(profile))
+    lines += ["## Load generator", "", *(generator_notes(results) or ()),
+              "- wrk: throughput/latency scenarios; locust: mixed scenario and audit.", ""]
+    if results.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in results.notes), ""]
+    return "\n".join(lines)
+
+
+def write_report(results: BenchResults, directory: Path) -> Path:
+    """results.json, report.md and the PNG charts in ``directory``; returns the report's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    results.save(directory / "results.json")
+    draw_charts(results, directory)
+    report = directory / "report.md"
+    report.write_text(render_markdown(results))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args()
+    print(write_report(BenchResults.load(args.results), args.results.parent))
+
+
+if __name__ == "__main__":
+    main()

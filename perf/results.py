@@ -1,0 +1,170 @@
+"""What one ``make bench`` measured: plain dataclasses, saved as results.json beside the report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASELINE = "baseline"
+TARGET = "target"
+# The scenarios measured with wrk, in the order they run and are shown.
+GET_CEILING = "get_ceiling"  # nginx + trivial aiohttp answering the 3-line body
+GET_CURRENT = "get_current"  # nginx + aggregators, current hour
+POST_CEILING = "post_ceiling"  # nginx + trivial aiohttp answering 204, storing nothing
+POST_NAIVE = "post_naive"  # nginx + writers with REACTIONS_BATCHING=0
+POST_DURABLE = "post_durable"  # nginx + writers (group commit)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One bounded run of one scenario."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    generator_cores: float  # CPU the load generator itself used, in cores
+    started_s: float  # since the bench started
+    components: dict[str, float] = field(default_factory=dict)  # cores used by nginx, writers, ...
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str  # get_ceiling, get_current, post_ceiling, post_naive, post_durable
+    title: str
+    method: str
+    role: str  # BASELINE or TARGET
+    tool: str
+    connections: int
+    rounds: list[Round]
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(r, attribute) for r in self.rounds)
+
+    def median_component(self, name: str) -> float:
+        return statistics.median(r.components.get(name, 0.0) for r in self.rounds)
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.rounds)
+
+    def ratio_to(self, base: Scenario, attribute: str = "requests_per_s") -> float:
+        """Median of the per-round ratios: round i of each ran back to back, so drift cancels."""
+        pairs = zip(self.rounds, base.rounds, strict=False)
+        return statistics.median(getattr(a, attribute) / getattr(b, attribute) for a, b in pairs
+                                 if getattr(b, attribute) > 0)
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """locust's summary of one request name."""
+
+    name: str
+    requests: int
+    failures: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """locust's figures for one second of the run (percentiles over its recent window)."""
+
+    t_s: float
+    name: str
+    requests_per_s: float
+    failures_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    hour: int
+    expected: tuple[int, int, int]  # unique_users, clicks, impressions acknowledged (204)
+    counted: tuple[int, int, int]  # GET after minus GET before
+
+    @property
+    def missing_events(self) -> int:
+        return max(0, self.expected[1] - self.counted[1]) + max(0, self.expected[2] - self.counted[2])
+
+
+@dataclass(frozen=True)
+class MixedRun:
+    tool: str
+    users: int
+    rate_per_user: float
+    seconds: float
+    generator_cores: float
+    generator_warnings: list[str]
+    requests: list[RequestStats]
+    history: list[HistoryPoint]
+    failures: dict[str, int]  # error text -> occurrences
+    acknowledged: int
+    audit: list[AuditRow]
+    audit_settled_s: float  # how long after the run the GETs matched (or the give-up time)
+    components: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def error_responses(self) -> int:
+        return sum(r.failures for r in self.requests)
+
+    @property
+    def missing_events(self) -> int:
+        return sum(a.missing_events for a in self.audit)
+
+    @property
+    def exact(self) -> bool:
+        return all(a.expected == a.counted for a in self.audit)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """py-spy samples of one process while a scenario ran."""
+
+    scenario: str
+    process: str
+    seconds: float
+    busy_share: float  # samples with the process on CPU over samples taken
+    top_self: list[tuple[str, float]]  # function, share of busy samples spent in it
+    top_total: list[tuple[str, float]]  # function, share of busy samples with it on the stack
+    flamegraph: str | None = None  # file name beside the report
+
+
+@dataclass
+class BenchResults:
+    started: str  # ISO 8601, UTC
+    machine: dict[str, str]
+    config: dict[str, Any]
+    scenarios: list[Scenario] = field(default_factory=list)
+    mixed: MixedRun | None = None
+    profiles: list[Profile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def scenario(self, key: str) -> Scenario | None:
+        return next((s for s in self.scenarios if s.key == key), None)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> BenchResults:
+        raw = json.loads(path.read_text())
+        mixed = raw["mixed"]
+        return cls(
+            started=raw["started"], machine=raw["machine"], config=raw["config"], notes=raw["notes"],
+            scenarios=[Scenario(**{**s, "rounds": [Round(**r) for r in s["rounds"]]}) for s in raw["scenarios"]],
+            mixed=None if mixed is None else MixedRun(**{
+                **mixed,
+                "requests": [RequestStats(**r) for r in mixed["requests"]],
+                "history": [HistoryPoint(**h) for h in mixed["history"]],
+                "audit": [AuditRow(a["hour"], tuple(a["expected"]), tuple(a["counted"])) for a in mixed["audit"]],
+            }),
+            profiles=[Profile(**{**p, "top_self": [tuple(t) for t in p["top_self"]],
+                                 "top_total": [tuple(t) for t in p["top_total"]]}) for p in raw["profiles"]],
+        )

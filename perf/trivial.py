@@ -1,0 +1,54 @@
+"""The baseline backend: aiohttp answering Reactions' routes without doing anything.
+
+GET /analytics answers the same 3-line body as an aggregator; a POST in any
+write form answers 204 without storing. Behind the same nginx, it measures
+the ceiling of the HTTP path (nginx + one aiohttp process per upstream
+server) on this machine::
+
+    python -m perf.trivial --port 8301
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvloop
+from aiohttp import web
+
+BODY = b"unique_users,0\nclicks,0\nimpressions,0\n"
+CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+async def counts(_: web.Request) -> web.Response:
+    return web.Response(body=BODY, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def accepted(_: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def ok(_: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/analytics", counts)
+    app.router.add_post("/analytics", accepted)
+    app.router.add_post("/analytics/{ts}/{user}/{event}", accepted)
+    app.router.add_get("/healthz", ok)
+    app.router.add_get("/readyz", ok)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    # Served exactly as the services are: uvloop, no access log.
+    web.run_app(create_app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
+                loop=uvloop.new_event_loop())
+
+
+if __name__ == "__main__":
+    main()
