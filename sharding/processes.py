@@ -58,8 +58,17 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+# The processes this process started, kept so that their exit status is collected.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def reap(pid: int) -> None:
     """Collect ``pid``'s exit status if it is our child, so it does not stay a zombie."""
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _children[pid]
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -102,6 +111,7 @@ def spawn(name: str, role: str, argv: Sequence[str], *, port: int, log: Path, en
     with open(log, "ab") as out:
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **env}, cwd=cwd, start_new_session=True)
+    _children[proc.pid] = proc
     started = start_ticks(proc.pid)
     if started is None:
         proc.wait()
