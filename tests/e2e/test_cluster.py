@@ -55,12 +55,7 @@ async def test_all_three_post_forms_and_get(cluster: LocalCluster) -> None:
             assert resp.status == 405 and resp.headers["Allow"] == "GET, HEAD, POST"
         async with session.get(f"{base}/nowhere") as resp:
             assert resp.status == 404
-    await wait_counts_now(base, ts, (3, 2, 2))
-
-
-async def wait_counts_now(base: str, ts: int, expected: tuple[int, int, int]) -> None:
-    async with aiohttp.ClientSession() as session:
-        await wait_counts(session, base, ts, expected)
+        await wait_counts(session, base, ts, (3, 2, 2))
 
 
 async def test_routing_matches_the_python_ring(cluster: LocalCluster) -> None:
