@@ -80,12 +80,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def machine_busy_ticks() -> int:
+    """CPU ticks all cores spent not idle since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
+
+
 class ComponentCpu:
     """CPU used by named groups of processes (a group is root pids plus their children) over a span."""
 
     def __init__(self, groups: Mapping[str, Sequence[int]]) -> None:
         self.groups = {name: list(pids) for name, pids in groups.items()}
         self._start: dict[str, dict[int, int]] = {}
+        self._machine = 0
         self._t0 = 0.0
 
     def _pids(self, roots: Sequence[int]) -> list[int]:
@@ -96,10 +104,15 @@ class ComponentCpu:
 
     def start(self) -> None:
         self._start = self._snapshot()
+        self._machine = machine_busy_ticks()
         self._t0 = time.monotonic()
 
-    def stop(self) -> dict[str, float]:
-        """Cores used by each group since ``start`` (backends that came and went are missed)."""
+    def stop(self, generator_cores: float = 0.0) -> dict[str, float]:
+        """Cores used by each group since ``start`` (backends that came and went are missed), and by
+        everything else on the machine (``other``: what is neither a group nor the load generator)."""
         end, wall = self._snapshot(), max(time.monotonic() - self._t0, 1e-9)
-        return {name: sum(t - self._start[name].get(p, 0) for p, t in ticks.items()) / CLOCK_TICKS / wall
+        used = {name: sum(t - self._start[name].get(p, 0) for p, t in ticks.items()) / CLOCK_TICKS / wall
                 for name, ticks in end.items()}
+        machine = (machine_busy_ticks() - self._machine) / CLOCK_TICKS / wall
+        used["other"] = max(0.0, machine - sum(used.values()) - generator_cores)
+        return used

@@ -170,8 +170,8 @@ def mixed_section(mixed: MixedRun) -> Iterator[str]:
 
 def profile_section(profile: Profile) -> Iterator[str]:
     yield (f"**{profile.process}** during *{profile.scenario}* ({profile.seconds:g} s, on CPU in "
-           f"{profile.busy_share:.0%} of samples)" + (f", flame graph: [{profile.flamegraph}]({profile.flamegraph})"
-                                                       if profile.flamegraph else ""))
+           f"{profile.busy_share:.0%} of samples)" + (f", stacks: [{profile.stacks_file}]({profile.stacks_file})"
+                                                       if profile.stacks_file else ""))
     yield ""
     yield "| function (self time) | share | function (on the stack) | share |"
     yield "|---|---|---|---|"
@@ -233,7 +233,9 @@ def render_markdown(results: BenchResults) -> str:
     if results.mixed is not None:
         lines += ["## Mixed scenario", "", *mixed_section(results.mixed), "", "![mixed](mixed_over_time.png)", ""]
     if results.profiles:
-        lines += ["## Profiles (py-spy)", ""]
+        lines += ["## Profiles (py-spy)", "",
+                  "py-spy sees Python frames only: self time of `run_app` is the event loop's C code (uvloop, "
+                  "socket reads and writes, the C HTTP parser) that runs under it.", ""]
         for profile in results.profiles:
             lines += list(profile_section(profile))
     lines += ["## Load generator", "", *(generator_notes(results) or ()),

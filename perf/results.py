@@ -133,7 +133,7 @@ class Profile:
     busy_share: float  # samples with the process on CPU over samples taken
     top_self: list[tuple[str, float]]  # function, share of busy samples spent in it
     top_total: list[tuple[str, float]]  # function, share of busy samples with it on the stack
-    flamegraph: str | None = None  # file name beside the report
+    stacks_file: str | None = None  # py-spy collapsed stacks beside the report (flamegraph.pl, speedscope)
 
 
 @dataclass

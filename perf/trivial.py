@@ -5,12 +5,12 @@ write form answers 204 without storing. Behind the same nginx, it measures
 the ceiling of the HTTP path (nginx + one aiohttp process per upstream
 server) on this machine::
 
-    python -m perf.trivial --port 8301
+    REACTIONS_PORT=8301 python -m perf.trivial
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 
 import uvloop
 from aiohttp import web
@@ -42,11 +42,9 @@ def create_app() -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    # Served exactly as the services are: uvloop, no access log.
-    web.run_app(create_app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
+    # Served exactly as the services are: uvloop, no access log, the port from the environment.
+    port = int(os.environ.get("REACTIONS_PORT", "8301"))
+    web.run_app(create_app(), host="127.0.0.1", port=port, access_log=None, print=None,
                 loop=uvloop.new_event_loop())
 
 

@@ -1,0 +1,230 @@
+"""``make bench``: Reactions beside its same-run baselines, written up in perf/results/<timestamp>/.
+
+    python -m perf.bench                        # a fresh local cluster of its own, a few minutes
+    python -m perf.bench --url http://127.0.0.1:8000 --data-dir var   # the cluster of `make run`
+
+Starts (or finds) the cluster, the ceiling stack (trivial aiohttp behind the
+same nginx template) and the naive stack (batching-disabled writers), then:
+wrk rounds of every scenario, interleaved; the mixed locust scenario and its
+audit; py-spy profiles of the processes behind any missed target; the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf.mixed import MixedPlan, run_mixed
+from perf.procs import ComponentCpu
+from perf.profiling import profile_while
+from perf.report import evaluate, write_report
+from perf.results import (
+    BASELINE,
+    GET_CEILING,
+    GET_CURRENT,
+    POST_CEILING,
+    POST_DURABLE,
+    POST_NAIVE,
+    TARGET,
+    BenchResults,
+    Profile,
+    Round,
+    Scenario,
+)
+from perf.stacks import Stack, ceiling_stack, local_cluster, naive_stack, running_cluster
+from perf.wrk import GET_SCRIPT, POST_SCRIPT, run_wrk
+from sharding.cluster import REPO_ROOT, LocalCluster
+from sharding.config import Topology, load
+from sharding.postgres import pg_bin
+
+RESULTS_DIR = REPO_ROOT / "perf" / "results"
+# wrk's writers draw from this many usernames (distinct from the mixed run's).
+WRK_USERS = 100_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: int
+    rounds: int
+    connections: int
+    warmup_s: int
+    mixed: MixedPlan
+    profile_s: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    key: str
+    title: str
+    method: str
+    role: str
+    stack: Stack
+
+    @property
+    def script(self) -> str:
+        return GET_SCRIPT if self.method == "GET" else POST_SCRIPT % {"users": WRK_USERS}
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def measure(m: Measurement, plan: Plan, seconds: int, t0: float) -> Round:
+    cpu = ComponentCpu(m.stack.components)
+    started = time.monotonic() - t0
+    cpu.start()
+    r = run_wrk(m.stack.url, m.script, seconds=seconds, connections=plan.connections)
+    components = cpu.stop(r.generator_cores)
+    return Round(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors, r.generator_cores, round(started, 1),
+                 {k: round(v, 3) for k, v in components.items()})
+
+
+def run_rounds(measurements: list[Measurement], plan: Plan, t0: float) -> list[Scenario]:
+    """A warm-up of each, then round 1 of every scenario, round 2 of every scenario, ..."""
+    for m in measurements:
+        run_wrk(m.stack.url, m.script, seconds=plan.warmup_s, connections=plan.connections)
+    rounds: dict[str, list[Round]] = {m.key: [] for m in measurements}
+    for i in range(plan.rounds):
+        for m in measurements:
+            r = measure(m, plan, plan.seconds, t0)
+            rounds[m.key].append(r)
+            say(f"round {i + 1}/{plan.rounds} {m.title}: {r.requests_per_s:,.0f} req/s, p50 {r.p50_ms:.2f} ms, "
+                f"p99 {r.p99_ms:.2f} ms, {r.errors} errors, wrk {r.generator_cores:.2f} cores")
+    return [Scenario(m.key, m.title, m.method, m.role, "wrk", plan.connections, rounds[m.key]) for m in measurements]
+
+
+def measurements_for(reactions: Stack, ceiling: Stack, naive: Stack | None) -> list[Measurement]:
+    found = [
+        Measurement(GET_CEILING, "GET ceiling (trivial aiohttp)", "GET", BASELINE, ceiling),
+        Measurement(GET_CURRENT, "GET current hour", "GET", TARGET, reactions),
+        Measurement(POST_CEILING, "POST ceiling (trivial 204)", "POST", BASELINE, ceiling),
+        Measurement(POST_NAIVE, "POST batching disabled", "POST", BASELINE, naive) if naive else None,
+        Measurement(POST_DURABLE, "POST durable (group commit)", "POST", TARGET, reactions),
+    ]
+    return [m for m in found if m is not None]
+
+
+def profile_misses(results: BenchResults, cluster: LocalCluster, reactions: Stack, plan: Plan,
+                   directory: Path) -> list[Profile]:
+    """py-spy on one aggregator if a GET goal was missed, on one writer if a POST goal was."""
+    missed = {c.goal.split()[0] for c in evaluate(results) if c.met is False}
+    profiles = []
+    for method, role in (("GET", "aggregator"), ("POST", "writer")):
+        records = cluster.registry.all(role)
+        if method not in missed or not records:
+            continue
+        m = next(m for m in measurements_for(reactions, reactions, None) if m.method == method and m.role == TARGET)
+        say(f"profiling {records[0].name} under {m.title} ({plan.profile_s} s)")
+        profile = profile_while(records[0].pid, records[0].name, m.title, plan.profile_s,
+                                directory / f"profile-{records[0].name}.txt",
+                                functools.partial(run_wrk, m.stack.url, m.script, seconds=plan.profile_s + 1,
+                                                  connections=plan.connections))
+        if profile is not None:
+            profiles.append(profile)
+    return profiles
+
+
+def version(argv: list[str]) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    return "?"
+
+
+def machine_info() -> dict[str, str]:
+    return {
+        "cpus": str(os.cpu_count()),
+        "python": f"Python {sys.version.split()[0]}",
+        "nginx": version(["/usr/sbin/nginx", "-v"]),
+        "postgres": version([pg_bin("postgres"), "--version"]),
+        "wrk": version(["wrk", "-v"]).split(" [")[0],
+        "locust": importlib.metadata.version("locust"),
+    }
+
+
+def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults:
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="reactions-bench-"))
+    os.chmod(work, 0o755)  # PostgreSQL's OS user must traverse it
+    results = BenchResults(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), machine=machine_info(),
+                           config={})
+    with contextlib.ExitStack() as stack:
+        say("starting the cluster" if args.url is None else f"using the cluster at {args.url}")
+        cluster: LocalCluster | None
+        if args.url is None:
+            cluster, reactions = stack.enter_context(local_cluster(work, args.shards, args.aggregators))
+        else:
+            cluster, reactions = running_cluster(args.url, args.data_dir)
+        topology: Topology | None = load(cluster.shards_file) if cluster else None
+        shards = len(topology.active_shards) if topology else args.shards
+        aggregators = len(topology.aggregators) if topology else args.aggregators
+        results.config = {
+            "shards": shards, "aggregators": aggregators, "connections": plan.connections, "rounds": plan.rounds,
+            "seconds": plan.seconds, "command": " ".join(["python -m perf.bench", *sys.argv[1:]]),
+            "cluster": "started for this run" if args.url is None else f"running at {args.url}",
+        }
+        say("starting the baselines (ceiling and batching-disabled writers)")
+        ceiling = stack.enter_context(ceiling_stack(work, shards, aggregators))
+        naive = None
+        if topology is not None:
+            naive = stack.enter_context(naive_stack(work, topology, reactions.components.get("postgres", [])))
+        else:
+            results.notes.append(f"no shard file under {args.data_dir}: the batching-disabled baseline, the CPU "
+                                 "split and the profiles were skipped (pass --data-dir of the running cluster)")
+        results.scenarios = run_rounds(measurements_for(reactions, ceiling, naive), plan, t0)
+        say(f"mixed scenario: locust, {plan.mixed.users} users x {plan.mixed.rate_per_user:g} req/s, "
+            f"{plan.mixed.seconds} s")
+        results.mixed = run_mixed(reactions.url, plan.mixed, work / "mixed", ComponentCpu(reactions.components))
+        if cluster is not None and plan.profile_s > 0:
+            directory.mkdir(parents=True, exist_ok=True)
+            results.profiles = profile_misses(results, cluster, reactions, plan, directory)
+        say("stopping everything")
+    results.notes.append(f"the whole bench took {time.monotonic() - t0:.0f} s; work files in {work}")
+    return results
+
+
+def parse_args() -> tuple[argparse.Namespace, Plan]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running cluster's nginx (default: start one for the run)")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "var")),
+                        help="with --url: that cluster's DATA_DIR (shards, pids)")
+    parser.add_argument("--shards", type=int, default=3)
+    parser.add_argument("--aggregators", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=8, help="length of one wrk round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before the rounds, per scenario")
+    parser.add_argument("--mixed-users", type=int, default=40)
+    parser.add_argument("--mixed-rate", type=float, default=25.0, help="requests/s per locust user")
+    parser.add_argument("--mixed-seconds", type=int, default=40)
+    parser.add_argument("--profile-seconds", type=int, default=8, help="0: no profiles")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    if args.url is not None and not args.url.startswith("http://127.0.0.1:"):
+        parser.error("--url must be http://127.0.0.1:PORT (benchmarks target loopback only)")
+    return args, Plan(args.seconds, args.rounds, args.connections, args.warmup,
+                      MixedPlan(args.mixed_users, args.mixed_rate, args.mixed_seconds), args.profile_seconds)
+
+
+def main() -> None:
+    args, plan = parse_args()
+    # SIGTERM unwinds like Ctrl-C, so every process started here is stopped by its pid.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    directory = args.out / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    report = write_report(bench(args, plan, directory), directory)
+    print(report.read_text())
+    say(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The systems a bench run measures, each behind its own nginx rendered by sharding/nginx.py.
+
+- the Reactions cluster (sharding/cluster.py), started for the run or already running;
+- the ceiling: trivial aiohttp processes (perf/trivial.py) as writers and aggregators;
+- the naive design: writers with ``REACTIONS_BATCHING=0`` on the cluster's shards.
+
+Every process is started through sharding/processes.py and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sharding import nginx
+from sharding.cluster import REPO_ROOT, LocalCluster
+from sharding.config import Shard, Topology, load
+from sharding.processes import ProcessRecord, spawn, stop, wait_ready
+from sharding.settings import HOST, PORT_SPAN, ClusterSettings
+
+# A shard of the ceiling stack needs a DSN to be a valid shard; nothing connects to it.
+UNUSED_DSN = "postgresql://none@127.0.0.1:1/none"
+# The naive writer gets a database connection per concurrent request, as it would in production.
+NAIVE_POOL_SIZE = 64
+# Bench clusters look for a free PORT from here, PORT_SPAN apart (away from make run's 8000).
+BENCH_PORT_FIRST, BENCH_PORT_LAST = 20_000, 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A PORT whose internal range (PORT..PORT+PORT_SPAN) looks unused."""
+    for port in range(BENCH_PORT_FIRST, BENCH_PORT_LAST, PORT_SPAN):
+        if all(port_free(p) for p in (port, port + 101, port + 201, port + 301)):
+            return port
+    raise RuntimeError("no free port range for a bench cluster")
+
+
+@dataclass
+class Stack:
+    """One system under load: its URL and the pids whose CPU is accounted, by component."""
+
+    name: str
+    url: str
+    components: dict[str, list[int]] = field(default_factory=dict)
+    records: list[ProcessRecord] = field(default_factory=list)  # what we started, stopped in reverse
+
+
+def cluster_components(cluster: LocalCluster) -> dict[str, list[int]]:
+    topology = load(cluster.shards_file)
+    postmasters = [pid for s in topology.shards if (pid := cluster.postgres(s).pid()) is not None]
+    return {
+        "nginx": [r.pid for r in cluster.registry.all("nginx")],
+        "writers": [r.pid for r in cluster.registry.all("writer")],
+        "aggregators": [r.pid for r in cluster.registry.all("aggregator")],
+        "postgres": postmasters,
+    }
+
+
+@contextlib.contextmanager
+def local_cluster(work: Path, shards: int, aggregators: int) -> Iterator[tuple[LocalCluster, Stack]]:
+    """A fresh cluster of its own (PostgreSQL per shard, writers, aggregators, nginx), stopped at the end."""
+    settings = ClusterSettings(port=free_cluster_port(), shards=shards, aggregators=aggregators,
+                               data_dir=work / "cluster")
+    cluster = LocalCluster(settings)
+    cluster.acquire_run_lock()  # creates DATA_DIR; `make run` on it would say it is taken
+    try:
+        cluster.start()
+        yield cluster, Stack("reactions", f"http://{HOST}:{settings.port}", cluster_components(cluster))
+    finally:
+        cluster.stop()
+        cluster.release_run_lock()
+
+
+def running_cluster(url: str, data_dir: Path) -> tuple[LocalCluster | None, Stack]:
+    """A cluster someone else runs; its DATA_DIR (if readable) gives the shards and the pids."""
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    cluster = LocalCluster(ClusterSettings(port=port, data_dir=data_dir))
+    if not cluster.shards_file.exists():
+        return None, Stack("reactions", url)
+    return cluster, Stack("reactions", url, cluster_components(cluster))
+
+
+def start_nginx(stack: Stack, topology: Topology, work: Path) -> None:
+    """nginx from the same template and layout as the cluster's, on a free port."""
+    directory = work / f"nginx-{stack.name}"
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = directory / "nginx.conf"
+    config.write_text(nginx.render(topology, nginx.NginxLayout.local(HOST, port, directory)))
+    nginx.check(config, directory)
+    argv = nginx.nginx_command(config, directory, "-g", "daemon off;")
+    record = spawn(f"nginx-{stack.name}", "nginx", argv, port=port, log=directory / "nginx.out", env={},
+                   cwd=directory)
+    stack.records.append(record)
+    wait_ready(record, "/healthz")
+    stack.url = f"http://{HOST}:{port}"
+    stack.components["nginx"] = [record.pid]
+
+
+def start_python(stack: Stack, name: str, argv: list[str], env: dict[str, str], work: Path) -> ProcessRecord:
+    port = free_port()
+    env = {**env, "REACTIONS_HOST": HOST, "REACTIONS_PORT": str(port), "PYTHONPATH": str(REPO_ROOT)}
+    record = spawn(name, stack.name, [sys.executable, *argv], port=port, log=work / "logs" / f"{name}.log", env=env,
+                   cwd=REPO_ROOT)
+    stack.records.append(record)
+    return record
+
+
+@contextlib.contextmanager
+def ceiling_stack(work: Path, writers: int, aggregators: int) -> Iterator[Stack]:
+    """Trivial aiohttp processes as writers (POST -> 204) and aggregators (GET -> the 3-line body)."""
+    stack = Stack("ceiling", "")
+    try:
+        servers = [start_python(stack, f"trivial-{i + 1}", ["-m", "perf.trivial"], {}, work)
+                   for i in range(max(writers, aggregators))]
+        for record in servers:
+            wait_ready(record)
+        stack.components["trivial"] = [r.pid for r in servers]
+        shards = tuple(Shard(name=f"t{i}", writers=(r.address,), dsn=UNUSED_DSN) for i, r in
+                       enumerate(servers[:writers]))
+        start_nginx(stack, Topology(shards=shards, aggregators=tuple(r.address for r in servers[:aggregators])), work)
+        yield stack
+    finally:
+        stop_all(stack)
+
+
+@contextlib.contextmanager
+def naive_stack(work: Path, topology: Topology, postmasters: list[int]) -> Iterator[Stack]:
+    """One batching-disabled writer per active shard, on that shard's database, behind its own nginx."""
+    stack = Stack("naive", "")
+    env = {"REACTIONS_BATCHING": "0", "REACTIONS_POOL_SIZE": str(NAIVE_POOL_SIZE)}
+    try:
+        writers = [(shard, start_python(stack, f"naive-writer-{shard.name}", ["-m", "writer.main"],
+                                        {**env, "REACTIONS_DSN": shard.dsn}, work))
+                   for shard in topology.active_shards]
+        for _, record in writers:
+            wait_ready(record)
+        stack.components["writers"] = [r.pid for _, r in writers]
+        stack.components["postgres"] = postmasters
+        shards = tuple(Shard(name=s.name, writers=(r.address,), dsn=s.dsn) for s, r in writers)
+        start_nginx(stack, Topology(shards=shards, aggregators=topology.aggregators), work)
+        yield stack
+    finally:
+        stop_all(stack)
+
+
+def stop_all(stack: Stack) -> None:
+    """nginx first, then the backends (writers drain), each by its recorded pid."""
+    for record in sorted(reversed(stack.records), key=lambda r: r.role != "nginx"):
+        stop(record)
