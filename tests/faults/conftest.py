@@ -1,0 +1,30 @@
+"""One real cluster for the fault and hostile-input tests (tests/e2e's, started the same way)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings
+
+from sharding.cluster import LocalCluster
+from tests.e2e.conftest import start_cluster
+from tests.faults.faults import heal
+
+# Property tests send real requests through nginx: few examples, no per-example deadline.
+settings.register_profile("reactions", max_examples=40, deadline=None, derandomize=False)
+settings.load_profile("reactions")
+
+
+@pytest.fixture(scope="session")
+def faults_cluster() -> Iterator[LocalCluster]:
+    """Three shards and two aggregators, shared by these tests; each test uses users of its own."""
+    yield from start_cluster(shards=3, aggregators=2)
+
+
+@pytest.fixture
+async def cluster(faults_cluster: LocalCluster) -> LocalCluster:
+    """The shared cluster with every part running (a test before may have stopped some)."""
+    await asyncio.to_thread(heal, faults_cluster)
+    return faults_cluster
