@@ -16,6 +16,7 @@ import contextlib
 import functools
 import importlib.metadata
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,7 +190,11 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
             directory.mkdir(parents=True, exist_ok=True)
             results.profiles = profile_misses(results, cluster, reactions, plan, directory)
         say("stopping everything")
-    results.notes.append(f"the whole bench took {time.monotonic() - t0:.0f} s; work files in {work}")
+    results.notes.append(f"the whole bench took {time.monotonic() - t0:.0f} s")
+    if args.keep_work:
+        results.notes.append(f"work files (logs, PostgreSQL data, locust CSVs) kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # only on success: a failed run leaves its logs
     return results
 
 
@@ -209,6 +214,7 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--mixed-seconds", type=int, default=40)
     parser.add_argument("--profile-seconds", type=int, default=8, help="0: no profiles")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--keep-work", action="store_true", help="keep logs and PostgreSQL data of the run")
     args = parser.parse_args()
     if args.url is not None and not args.url.startswith("http://127.0.0.1:"):
         parser.error("--url must be http://127.0.0.1:PORT (benchmarks target loopback only)")

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.results import OTHER
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Polling period while waiting for a measured child to finish.
 POLL_S = 0.05
@@ -114,5 +116,5 @@ class ComponentCpu:
         used = {name: sum(t - self._start[name].get(p, 0) for p, t in ticks.items()) / CLOCK_TICKS / wall
                 for name, ticks in end.items()}
         machine = (machine_busy_ticks() - self._machine) / CLOCK_TICKS / wall
-        used["other"] = max(0.0, machine - sum(used.values()) - generator_cores)
+        used[OTHER] = max(0.0, machine - sum(used.values()) - generator_cores)
         return used

@@ -15,6 +15,7 @@ from perf.procs import SATURATED_CORE_SHARE
 from perf.results import (
     GET_CEILING,
     GET_CURRENT,
+    OTHER,
     POST_CEILING,
     POST_DURABLE,
     POST_NAIVE,
@@ -30,6 +31,8 @@ GET_MAX_P99_MS = 10.0
 POST_MIN_RATIO_TO_NAIVE = 3.0
 POST_MIN_RATIO_TO_CEILING = 0.5
 POST_MAX_P99_MS = 25.0
+# Cores used by processes outside the bench above which the report warns.
+BUSY_MACHINE_CORES = 0.25
 # Which baselines each figure is quoted against.
 BASELINES_OF = {GET_CURRENT: (GET_CEILING,), POST_NAIVE: (POST_CEILING,), POST_DURABLE: (POST_NAIVE, POST_CEILING)}
 
@@ -131,15 +134,22 @@ def ratios_table(results: BenchResults) -> Iterator[str]:
                        f"{figure.ratio_to(base, 'p50_ms'):.2f}x | {figure.ratio_to(base, 'p99_ms'):.2f}x |")
 
 
+def service_cpu_us(s: Scenario) -> float:
+    """CPU the system under test spent per request (microseconds): robust to a busy machine."""
+    cores = sum(s.median_component(n) for n in {n for r in s.rounds for n in r.components} if n != OTHER)
+    return cores / max(s.median("requests_per_s"), 1e-9) * 1e6
+
+
 def cpu_table(results: BenchResults) -> Iterator[str]:
-    names = sorted({n for s in results.scenarios for r in s.rounds for n in r.components})
+    names = sorted({n for s in results.scenarios for r in s.rounds for n in r.components} - {OTHER})
     if not names:
         return
-    yield "| scenario | " + " | ".join(names) + " | load generator |"
-    yield "|---|" + "---|" * (len(names) + 1)
+    yield "| scenario | " + " | ".join(names) + " | load generator | rest of the machine | CPU µs per request |"
+    yield "|---|" + "---|" * (len(names) + 3)
     for s in results.scenarios:
         cells = [f"{s.median_component(n):.2f}" for n in names]
-        yield f"| {s.title} | " + " | ".join(cells) + f" | {s.median('generator_cores'):.2f} |"
+        yield (f"| {s.title} | " + " | ".join(cells) + f" | {s.median('generator_cores'):.2f} | "
+               f"{s.median_component(OTHER):.2f} | {service_cpu_us(s):.0f} |")
 
 
 def mixed_section(mixed: MixedRun) -> Iterator[str]:
@@ -163,9 +173,18 @@ def mixed_section(mixed: MixedRun) -> Iterator[str]:
     yield ""
     yield "| hour (UTC, hours since epoch) | acknowledged | counted | |"
     yield "|---|---|---|---|"
+    exact = [a for a in mixed.audit if a.expected == a.counted]
+    # The busiest hour (the current one) in full, every hour that is off, and a count of the rest.
+    shown = {max(mixed.audit, key=lambda a: a.expected[1] + a.expected[2]).hour} if mixed.audit else set()
     for a in mixed.audit:
-        ok = "exact" if a.expected == a.counted else f"**{a.missing_events} missing**" if a.missing_events else "more"
-        yield f"| {a.hour} | {'/'.join(map(str, a.expected))} | {'/'.join(map(str, a.counted))} | {ok} |"
+        if a.hour in shown or a.expected != a.counted:
+            ok = "exact" if a.expected == a.counted else (f"**{a.missing_events} missing**" if a.missing_events
+                                                          else "more (a request that failed was committed)")
+            yield f"| {a.hour} | {'/'.join(map(str, a.expected))} | {'/'.join(map(str, a.counted))} | {ok} |"
+    rest = [a for a in exact if a.hour not in shown]
+    if rest:
+        events = sum(a.expected[1] + a.expected[2] for a in rest)
+        yield f"| {len(rest)} other hours (late writes) | {events} events | {events} events | all exact |"
 
 
 def profile_section(profile: Profile) -> Iterator[str]:
@@ -178,6 +197,14 @@ def profile_section(profile: Profile) -> Iterator[str]:
     for (own, own_share), (total, total_share) in zip(profile.top_self, profile.top_total, strict=False):
         yield f"| `{own}` | {own_share:.0%} | `{total}` | {total_share:.0%} |"
     yield ""
+
+
+def contention_notes(results: BenchResults) -> Iterator[str]:
+    busy = max((s.median_component(OTHER) for s in results.scenarios), default=0.0)
+    if busy >= BUSY_MACHINE_CORES:
+        yield (f"- **Other processes on this machine used up to {busy:.2f} cores during the rounds** (column \"rest "
+               "of the machine\"): absolute figures are depressed; the same-run ratios and the CPU per request "
+               "are the figures to compare.")
 
 
 def generator_notes(results: BenchResults) -> Iterator[str]:
@@ -238,7 +265,7 @@ def render_markdown(results: BenchResults) -> str:
                   "socket reads and writes, the C HTTP parser) that runs under it.", ""]
         for profile in results.profiles:
             lines += list(profile_section(profile))
-    lines += ["## Load generator", "", *(generator_notes(results) or ()),
+    lines += ["## Load generator and machine", "", *generator_notes(results), *contention_notes(results),
               "- wrk: throughput/latency scenarios; locust: mixed scenario and audit.", ""]
     if results.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in results.notes), ""]

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The component of a round's CPU that is neither the system under test nor the load generator.
+OTHER = "other"
 BASELINE = "baseline"
 TARGET = "target"
 # The scenarios measured with wrk, in the order they run and are shown.
