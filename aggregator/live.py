@@ -4,7 +4,7 @@ Live are the current hour, the previous one during the grace period after the
 hour turns, and the next one in the last minutes before it starts (writers
 accept events a few minutes ahead of their clock). Each refresh asks every
 shard, in one statement, for its counters, its version and the users first
-seen above the version already held; the users go into one merged set, so the
+seen above the version already held; the users go into one merged user set, so the
 unique count is the size of the union, never a sum of per-shard counts.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 from aggregator import db
 from aggregator.fanout import FanOut
@@ -49,7 +50,10 @@ class LiveHour:
 
     def __init__(self, hour: int) -> None:
         self.hour = hour
-        self.users: set[str] = set()
+        # The merged users, as dict keys rather than a set: a dict holding only
+        # strings is untracked by the cyclic GC, so collections never walk a
+        # million entries (a set is always tracked and walked). Same semantics.
+        self.users: dict[str, None] = {}
         self.cursors: dict[str, ShardCursor] = {}
         # The encoded answer, rebuilt only when a refresh changes something;
         # None until every shard has answered once (then there is no answer).
@@ -72,7 +76,7 @@ class LiveHour:
             return False
         if fresh.version == cursor.version:
             return False
-        self.users.update(fresh.users)
+        self.users.update(zip(fresh.users, repeat(None)))
         cursor.clicks, cursor.impressions, cursor.version = fresh.clicks, fresh.impressions, fresh.version
         return True
 
