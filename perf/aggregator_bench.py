@@ -82,8 +82,6 @@ def serve_trivial(port: int) -> None:
                 loop=uvloop.new_event_loop())
 
 
-# ---- processes ---------------------------------------------------------------------------------
-
 
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -124,8 +122,6 @@ async def wait_http(url: str, ok: str | None = None, timeout_s: float = 120.0) -
             await asyncio.sleep(0.1)
 
 
-# ---- data --------------------------------------------------------------------------------------
-
 
 async def load_hour(dsns: list[str], hour: int, users: int, overlap: float = 0.0) -> None:
     """``users`` distinct users over the shards; a fraction also on the next shard."""
@@ -159,11 +155,9 @@ async def migrate_all(dsns: list[str]) -> None:
             await conn.close()
 
 
-# ---- measurements ------------------------------------------------------------------------------
-
 
 async def traced_live_bytes(dsns: list[str], hour: int) -> int:
-    """tracemalloc of one LiveHour (the set, its strings, cursors) built by the aggregator's own code."""
+    """tracemalloc of one LiveHour (user dict, its strings, cursors) built by the aggregator's own code."""
     shards = ShardSet(None, tuple(dsns), pool_size=2)
     await shards.open()
     live = LiveHours(FanOut(60.0, AggregatorMetrics.create()))
@@ -182,7 +176,8 @@ async def traced_live_bytes(dsns: list[str], hour: int) -> int:
         await shards.close()
 
 
-async def cold_gets_ms(base: str, hours: list[int]) -> list[float]:
+async def cold_gets_ms(base: str, hours: list[int], users: int) -> list[float]:
+    """Time the first GET of each hour; each must be the exact union (``users`` distinct)."""
     timings = []
     async with aiohttp.ClientSession() as session:
         await (await session.get(f"{base}/healthz")).read()  # connection open before timing
@@ -191,7 +186,7 @@ async def cold_gets_ms(base: str, hours: list[int]) -> list[float]:
             async with session.get(f"{base}/analytics", params={"timestamp": str(hour_start_ms(hour) + 1)}) as resp:
                 text = await resp.text()
             timings.append((time.perf_counter() - started) * 1000)
-            if resp.status != 200 or "unique_users," not in text:
+            if resp.status != 200 or not text.startswith(f"unique_users,{users}\n"):
                 raise RuntimeError(f"cold GET of hour {hour}: {resp.status} {text!r}")
     return timings
 
@@ -230,8 +225,6 @@ def throughput(ours_url: str, ours_pid: int, base_url: str, base_pid: int,
     return ours, base
 
 
-# ---- the run -----------------------------------------------------------------------------------
-
 
 async def bench(dsns: list[str], args: argparse.Namespace) -> None:
     await migrate_all(dsns)
@@ -261,7 +254,7 @@ async def bench(dsns: list[str], args: argparse.Namespace) -> None:
         print(f"loading {args.past_hours} past hours of {args.past_users:,} users ...", flush=True)
         for hour in past_hours:
             await load_hour(dsns, hour, args.past_users, overlap=0.1)
-        cold = await cold_gets_ms(base, past_hours)
+        cold = await cold_gets_ms(base, past_hours, args.past_users)
 
         await wait_http(f"http://127.0.0.1:{trivial_port}/healthz")
         print(f"throughput: wrk, {args.connections} connections, {args.rounds} x {args.seconds} s each ...", flush=True)
@@ -275,7 +268,6 @@ async def bench(dsns: list[str], args: argparse.Namespace) -> None:
 
 def verdict(ok: bool) -> str:
     return "OK" if ok else "MISSED"
-
 
 def report(rss_per_user: float, traced_per_user: float, cold: list[float], ours: LoadRuns,
            baseline: LoadRuns) -> None:
