@@ -156,30 +156,34 @@ def wait_aggregators_read(cluster: LocalCluster, shard: str, log_offsets: dict[s
 
 
 def reload_nginx(cluster: LocalCluster, topology: Topology | None = None) -> None:
-    """Render, test and reload; return once the new configuration serves and old workers are gone."""
+    """Render, test and reload; return once every worker of the old configuration has exited.
+
+    Until then an old worker may still route a request on a connection it
+    already had, by the old ring.
+    """
     record = cluster.registry.get("nginx")
     if record is None or not alive(record):
         raise ClusterError("nginx of this cluster is not running")
     generation = cluster.write_nginx_conf(topology if topology is not None else load(cluster.shards_file))
+    old = workers(record.pid)
     nginx.reload(cluster.nginx_conf, cluster.nginx_dir)
     url = f"http://127.0.0.1:{cluster.settings.port}/healthz"
     served = wait_for(lambda: http_get(url)[1].get("X-Reactions-Generation") == generation, RELOAD_TIMEOUT_S)
-    if not served or not wait_for(lambda: not old_workers(record.pid), RELOAD_TIMEOUT_S):
+    if not served or not wait_for(lambda: not set(workers(record.pid)) & set(old), RELOAD_TIMEOUT_S):
         raise ClusterError(f"nginx did not finish reloading in {RELOAD_TIMEOUT_S:.0f}s; see {cluster.nginx_dir}")
 
 
-def old_workers(master_pid: int) -> list[int]:
-    """nginx workers of the previous configuration still finishing their requests."""
+def workers(master_pid: int) -> list[int]:
+    """The live child processes of nginx's master (its workers)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (proc / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        if ppid == master_pid and b"shutting down" in cmdline:
+        if int(fields[1]) == master_pid and fields[0] not in ("Z", "X"):
             found.append(int(proc.name))
     return found
 
