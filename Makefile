@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 system-deps:
 	@bash scripts/system-deps.sh
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-runtime.txt
 	@bash scripts/system-deps.sh
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt

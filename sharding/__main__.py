@@ -5,6 +5,7 @@
     retire-shard NAME   stop writes to a shard; its data stays readable
     status              the topology and the health of every part
     render-nginx        print the nginx configuration for a shard file (docker compose)
+    render-compose      print docker-compose.yml for a shard file of compose service names
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from common.settings import SettingsError
-from sharding import nginx
+from sharding import compose, nginx
 from sharding.cluster import ClusterError, LocalCluster
 from sharding.config import ConfigError, load
 from sharding.operations import add_shard, retire_shard, run, status
@@ -35,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
     render.add_argument("--runtime-dir", default=nginx.NginxLayout.container().runtime_dir,
                         help="where nginx keeps its pid and temporary files")
+    compose_cmd = commands.add_parser("render-compose", help="print docker-compose.yml for a shard file")
+    compose_cmd.add_argument("--shards-file", required=True)
     return parser.parse_args(argv)
 
 
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "render-nginx":
             render_nginx(args)
+            return
+        if args.command == "render-compose":
+            sys.stdout.write(compose.render(load(args.shards_file)))
             return
         cluster = LocalCluster(ClusterSettings.from_env())
         if args.command == "run":

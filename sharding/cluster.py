@@ -202,7 +202,7 @@ class LocalCluster:
 
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
-        (self.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.nginx_dir.mkdir(parents=True, exist_ok=True)
         text = nginx.render(topology, nginx.NginxLayout.local(HOST, self.settings.port, self.nginx_dir),
                             str(self.shards_file))
         tmp = self.nginx_dir / "nginx.conf.new"

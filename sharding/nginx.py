@@ -39,7 +39,7 @@ class NginxLayout:
     @classmethod
     def container(cls, port: int = 8000) -> NginxLayout:
         """Inside the nginx image: logs to the container's output."""
-        return cls(listen=str(port), runtime_dir="/var/cache/nginx/reactions", access_log="/dev/stdout",
+        return cls(listen=str(port), runtime_dir="/var/cache/nginx", access_log="/dev/stdout",
                    error_log="stderr", access_log_buffer="")
 
 

@@ -63,7 +63,6 @@ def test_render_refuses_a_topology_nginx_could_not_serve() -> None:
 @pytest.fixture
 def runtime_dir() -> Iterator[Path]:
     path = world_traversable_tmpdir("reactions-nginx-")
-    (path / "tmp").mkdir()
     yield path
 
 

@@ -1,0 +1,117 @@
+"""docker-compose.yml rendered from a shard file whose addresses are compose service names.
+
+Each shard gets a PostgreSQL service (the host of its DSN) with its own
+volume; each writer address ``writer-a:8080`` becomes a service ``writer-a``;
+each aggregator address likewise; nginx runs the configuration rendered from
+the same shard file (``python -m sharding render-nginx``). Everything here is
+pure text: no Docker needed to render or to check it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from sharding.config import ConfigError, Shard, Topology
+
+POSTGRES_IMAGE = "postgres:15"
+NGINX_IMAGE = "nginx:1.22"
+# docker/ (shards.json, nginx.conf) is mounted as a directory, not file by
+# file: a file rewritten by rename (as sharding.config.save does) would stay
+# the old one inside a container that mounted the file itself.
+CONFIG_DIR = "./docker"
+CONFIG_DIR_IN_CONTAINER = "/etc/reactions"
+SHARDS_FILE_IN_CONTAINER = f"{CONFIG_DIR_IN_CONTAINER}/shards.json"
+NGINX_CONF_IN_CONTAINER = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
+CONFIG_MOUNT = f"{CONFIG_DIR}:{CONFIG_DIR_IN_CONTAINER}:ro"
+HEALTH = {"interval": "2s", "timeout": "2s", "retries": 30}
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def pg_host(shard: Shard) -> str:
+    parts = urlsplit(shard.dsn)
+    if not parts.hostname:
+        raise ConfigError(f"shard {shard.name}: the DSN has no host (a compose service name)")
+    return parts.hostname
+
+
+def python_service(command: str, port: int, env: dict[str, str], depends: dict[str, Any]) -> dict[str, Any]:
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/readyz')"
+    return {
+        "build": ".",
+        "image": "reactions:latest",
+        "command": ["python", "-m", command],
+        "environment": {"REACTIONS_HOST": "0.0.0.0", "REACTIONS_PORT": str(port), **env},
+        "depends_on": depends,
+        "healthcheck": {"test": ["CMD", "python", "-c", probe], **HEALTH},
+        "restart": "unless-stopped",
+    }
+
+
+def services(topology: Topology) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for shard in topology.shards:
+        found[pg_host(shard)] = {
+            "image": POSTGRES_IMAGE,
+            "environment": {"POSTGRES_USER": urlsplit(shard.dsn).username or "postgres",
+                            "POSTGRES_DB": urlsplit(shard.dsn).path.lstrip("/") or "reactions",
+                            # Only the compose network reaches it (no published port).
+                            "POSTGRES_HOST_AUTH_METHOD": "trust"},
+            "volumes": [f"{pg_host(shard)}-data:/var/lib/postgresql/data"],
+            "healthcheck": {"test": ["CMD", "pg_isready", "-U", "postgres"], **HEALTH},
+            "restart": "unless-stopped",
+        }
+    for shard in topology.active_shards:
+        for address in shard.writers:
+            host, port = host_port(address)
+            found[host] = python_service("writer.main", port, {"REACTIONS_DSN": shard.dsn},
+                                         {pg_host(shard): {"condition": "service_healthy"}})
+    every_pg = {pg_host(s): {"condition": "service_healthy"} for s in topology.shards}
+    for address in topology.aggregators:
+        host, port = host_port(address)
+        service = python_service("aggregator.main", port, {"REACTIONS_SHARDS_FILE": SHARDS_FILE_IN_CONTAINER},
+                                 every_pg)
+        service["volumes"] = [CONFIG_MOUNT]
+        found[host] = service
+    backends = [host_port(a)[0] for s in topology.active_shards for a in s.writers]
+    backends += [host_port(a)[0] for a in topology.aggregators]
+    found["nginx"] = {
+        "image": NGINX_IMAGE,
+        "command": ["nginx", "-c", NGINX_CONF_IN_CONTAINER, "-g", "daemon off;"],
+        "volumes": [CONFIG_MOUNT],
+        "ports": ["8000:8000"],
+        "depends_on": {name: {"condition": "service_healthy"} for name in backends},
+        "restart": "unless-stopped",
+    }
+    return found
+
+
+def render(topology: Topology) -> str:
+    """The compose file as YAML text."""
+    document = {"services": services(topology),
+                "volumes": {f"{pg_host(s)}-data": {} for s in topology.shards}}
+    header = ("# Rendered by `python -m sharding render-compose --shards-file docker/shards.json`;\n"
+              "# edit docker/shards.json and render again (and docker/nginx.conf with render-nginx).\n")
+    return header + "\n".join(yaml_lines(document, 0)) + "\n"
+
+
+def yaml_lines(value: Any, indent: int) -> list[str]:
+    """Block-style YAML for dicts, lists and scalars (scalars as JSON, which YAML reads)."""
+    pad = "  " * indent
+    lines: list[str] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        prefix = f"{pad}{key}:" if isinstance(value, dict) else f"{pad}-"
+        if isinstance(item, list) and not any(isinstance(i, dict | list) for i in item):
+            lines.append(f"{prefix} {json.dumps(item)}")
+        elif isinstance(item, dict | list) and item:
+            lines.append(prefix)
+            lines.extend(yaml_lines(item, indent + 1))
+        else:
+            lines.append(f"{prefix} {json.dumps(item) if item != {} else '{}'}")
+    return lines
