@@ -42,6 +42,7 @@ from perf.results import (
     Round,
     Scenario,
 )
+from perf.scrape import batch_details, writer_totals
 from perf.stacks import Stack, ceiling_stack, local_cluster, naive_stack, running_cluster
 from perf.wrk import GET_SCRIPT, POST_SCRIPT, run_wrk
 from sharding.cluster import REPO_ROOT, LocalCluster
@@ -83,11 +84,13 @@ def say(message: str) -> None:
 def measure(m: Measurement, plan: Plan, seconds: int, t0: float) -> Round:
     cpu = ComponentCpu(m.stack.components)
     started = time.monotonic() - t0
+    batches_before = writer_totals(m.stack.writers) if m.method == "POST" else {}
     cpu.start()
     r = run_wrk(m.stack.url, m.script, seconds=seconds, connections=plan.connections)
     components = cpu.stop(r.generator_cores)
+    batches = batch_details(batches_before, writer_totals(m.stack.writers)) if batches_before else {}
     return Round(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors, r.generator_cores, round(started, 1),
-                 {k: round(v, 3) for k, v in components.items()})
+                 {k: round(v, 3) for k, v in components.items()}, batches)
 
 
 def run_rounds(measurements: list[Measurement], plan: Plan, t0: float) -> list[Scenario]:
@@ -118,7 +121,7 @@ def measurements_for(reactions: Stack, ceiling: Stack, naive: Stack | None) -> l
 def profile_misses(results: BenchResults, cluster: LocalCluster, reactions: Stack, plan: Plan,
                    directory: Path) -> list[Profile]:
     """py-spy on one aggregator if a GET goal was missed, on one writer if a POST goal was."""
-    missed = {c.goal.split()[0] for c in evaluate(results) if c.met is False}
+    missed = {c.method for c in evaluate(results) if c.met is False}
     profiles = []
     for method, role in (("GET", "aggregator"), ("POST", "writer")):
         records = cluster.registry.all(role)
@@ -205,8 +208,9 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
                         help="with --url: that cluster's DATA_DIR (shards, pids)")
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--aggregators", type=int, default=2)
-    parser.add_argument("--seconds", type=int, default=8, help="length of one wrk round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="length of one wrk round")
+    # Many short interleaved rounds: a burst of other work on the machine spoils one round, not the median.
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before the rounds, per scenario")
     parser.add_argument("--mixed-users", type=int, default=40)

@@ -32,6 +32,7 @@ class Round:
     generator_cores: float  # CPU the load generator itself used, in cores
     started_s: float  # since the bench started
     components: dict[str, float] = field(default_factory=dict)  # cores used by nginx, writers, ...
+    batches: dict[str, float] = field(default_factory=dict)  # writers' events_per_batch and commit_ms
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class Scenario:
 
     def median(self, attribute: str) -> float:
         return statistics.median(getattr(r, attribute) for r in self.rounds)
+
+    def median_batch(self, name: str) -> float | None:
+        values = [r.batches[name] for r in self.rounds if name in r.batches]
+        return statistics.median(values) if values else None
 
     def median_component(self, name: str) -> float:
         return statistics.median(r.components.get(name, 0.0) for r in self.rounds)

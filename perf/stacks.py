@@ -60,6 +60,7 @@ class Stack:
     name: str
     url: str
     components: dict[str, list[int]] = field(default_factory=dict)
+    writers: list[str] = field(default_factory=list)  # writer addresses, for their batch metrics
     records: list[ProcessRecord] = field(default_factory=list)  # what we started, stopped in reverse
 
 
@@ -83,7 +84,7 @@ def local_cluster(work: Path, shards: int, aggregators: int) -> Iterator[tuple[L
     cluster.acquire_run_lock()  # creates DATA_DIR; `make run` on it would say it is taken
     try:
         cluster.start()
-        yield cluster, Stack("reactions", f"http://{HOST}:{settings.port}", cluster_components(cluster))
+        yield cluster, cluster_stack(cluster, f"http://{HOST}:{settings.port}")
     finally:
         cluster.stop()
         cluster.release_run_lock()
@@ -95,7 +96,12 @@ def running_cluster(url: str, data_dir: Path) -> tuple[LocalCluster | None, Stac
     cluster = LocalCluster(ClusterSettings(port=port, data_dir=data_dir))
     if not cluster.shards_file.exists():
         return None, Stack("reactions", url)
-    return cluster, Stack("reactions", url, cluster_components(cluster))
+    return cluster, cluster_stack(cluster, url)
+
+
+def cluster_stack(cluster: LocalCluster, url: str) -> Stack:
+    topology = load(cluster.shards_file)
+    return Stack("reactions", url, cluster_components(cluster), [w for s in topology.active_shards for w in s.writers])
 
 
 def start_nginx(stack: Stack, topology: Topology, work: Path) -> None:
@@ -154,6 +160,7 @@ def naive_stack(work: Path, topology: Topology, postmasters: list[int]) -> Itera
         for _, record in writers:
             wait_ready(record)
         stack.components["writers"] = [r.pid for _, r in writers]
+        stack.writers = [r.address for _, r in writers]
         stack.components["postgres"] = postmasters
         shards = tuple(Shard(name=s.name, writers=(r.address,), dsn=s.dsn) for s, r in writers)
         start_nginx(stack, Topology(shards=shards, aggregators=topology.aggregators), work)
