@@ -6,7 +6,7 @@ Small on purpose: the hot paths only add to a float in a dict.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
 
@@ -51,6 +51,21 @@ class Gauge:
         yield f"{self.name} {self.read():g}"
 
 
+class GaugeFamily:
+    """Labelled values read when scraped (for example, one per shard)."""
+
+    def __init__(
+        self, name: str, help_text: str, labels: Sequence[str], read: Callable[[], Mapping[LabelValues, float]]
+    ) -> None:
+        self.name, self.help, self.label_names, self.read = name, help_text, tuple(labels), read
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} gauge"
+        for labels, value in sorted(self.read().items()):
+            yield f"{self.name}{_labels(self.label_names, labels)} {value:g}"
+
+
 class Histogram:
     def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
         self.name, self.help = name, help_text
@@ -75,7 +90,7 @@ class Histogram:
         yield f"{self.name}_count {running}"
 
 
-Metric = Counter | Gauge | Histogram
+Metric = Counter | Gauge | GaugeFamily | Histogram
 
 
 class Registry:
@@ -89,6 +104,13 @@ class Registry:
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> Gauge:
         metric = Gauge(name, help_text, read)
+        self.metrics.append(metric)
+        return metric
+
+    def gauge_family(
+        self, name: str, help_text: str, labels: Sequence[str], read: Callable[[], Mapping[LabelValues, float]]
+    ) -> GaugeFamily:
+        metric = GaugeFamily(name, help_text, labels, read)
         self.metrics.append(metric)
         return metric
 

@@ -8,7 +8,6 @@ the running ``run`` supervises it and, at the end, stops it by pid.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -89,10 +88,9 @@ def add_shard(cluster: LocalCluster) -> str:
         step(f"shard {shard.name}: starting its writer on {shard.writers[0]}")
         for record in cluster.start_writers(shard):
             wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
-        log_offsets = {r.name: log_size(r) for r in cluster.registry.all("aggregator")}
         save(topology.with_shard(shard), cluster.shards_file)
         step(f"shard {shard.name}: in {cluster.shards_file}; waiting for every aggregator to read it")
-        wait_aggregators_read(cluster, shard.name, log_offsets)
+        wait_aggregators_read(cluster, shard.name)
         step("re-rendering nginx and reloading it: writes now reach the new shard")
         reload_nginx(cluster)
         step(f"shard {shard.name} added")
@@ -119,37 +117,21 @@ def retire_shard(cluster: LocalCluster, name: str) -> None:
         step(f"shard {name} retired: it takes no writes and its data is still read")
 
 
-def log_size(record: ProcessRecord) -> int:
-    try:
-        return os.path.getsize(record.log)
-    except FileNotFoundError:
-        return 0
-
-
-def aggregator_reads(record: ProcessRecord, shard: str, log_offset: int) -> bool:
-    """Whether an aggregator reads ``shard``: a shard label in /metrics, else its log since ``log_offset``.
-
-    The aggregator logs "reading shard NAME (...)" once the shard is in the set
-    it reads; /readyz must also answer 200 (every shard, the new one included).
-    """
+def aggregator_reads(record: ProcessRecord, shard: str) -> bool:
+    """Whether an aggregator reads ``shard``: listed in its /metrics, and /readyz answers 200."""
     if http_get(f"http://{record.address}/readyz")[0] != 200:
         return False
     status, _, metrics = http_get(f"http://{record.address}/metrics")
-    if status == 200 and f'shard="{shard}"' in metrics:
-        return True
-    with open(record.log, "rb") as log:
-        log.seek(log_offset)
-        return re.search(rb"reading shard " + re.escape(shard.encode()) + rb"\b", log.read()) is not None
+    return status == 200 and f'reactions_shard_read{{shard="{shard}",' in metrics
 
 
-def wait_aggregators_read(cluster: LocalCluster, shard: str, log_offsets: dict[str, int]) -> None:
+def wait_aggregators_read(cluster: LocalCluster, shard: str) -> None:
     records = cluster.registry.all("aggregator")
     for record in records:
         if alive(record):
             os.kill(record.pid, signal.SIGHUP)  # re-read the shard file now
     for record in records:
-        offset = log_offsets.get(record.name, 0)
-        if not wait_for(lambda: aggregator_reads(record, shard, offset), AGGREGATOR_PICKUP_TIMEOUT_S):  # noqa: B023
+        if not wait_for(lambda: aggregator_reads(record, shard), AGGREGATOR_PICKUP_TIMEOUT_S):  # noqa: B023
             raise ClusterError(f"{record.name} at {record.address} does not read shard {shard!r} after "
                                f"{AGGREGATOR_PICKUP_TIMEOUT_S:.0f}s; nginx was NOT reloaded, so no write "
                                f"reaches the shard yet. See {record.log}")

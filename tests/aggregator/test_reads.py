@@ -104,5 +104,7 @@ async def test_health_ready_and_metrics(shard_dsns: list[str], clock: Clock,
     text = await (await client.get("/metrics")).text()
     for name in ('reactions_read_requests_total{kind="live"} 1', "reactions_refresh_lag_seconds",
                  "reactions_fanout_seconds_count", "reactions_shard_errors_total",
-                 "reactions_past_invalidations_total", "reactions_refresh_seconds_count"):
+                 "reactions_past_invalidations_total", "reactions_refresh_seconds_count",
+                 'reactions_shard_read{shard="s0",state="active"} 1',
+                 'reactions_shard_read{shard="s2",state="active"} 1'):
         assert name in text, name
