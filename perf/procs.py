@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from perf.results import OTHER
+from perf.results import OTHER, SOFTIRQ
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Polling period while waiting for a measured child to finish.
@@ -82,11 +82,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def machine_busy_ticks() -> int:
-    """CPU ticks all cores spent not idle since boot (/proc/stat)."""
+def machine_ticks() -> tuple[int, int]:
+    """(busy, softirq) CPU ticks of all cores since boot (/proc/stat).
+
+    softirq is mostly the kernel's loopback network processing, which no
+    process is charged for: it is the load's, but not any component's.
+    """
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return sum(fields[:8]) - fields[3] - fields[4], fields[6]
 
 
 class ComponentCpu:
@@ -95,7 +99,7 @@ class ComponentCpu:
     def __init__(self, groups: Mapping[str, Sequence[int]]) -> None:
         self.groups = {name: list(pids) for name, pids in groups.items()}
         self._start: dict[str, dict[int, int]] = {}
-        self._machine = 0
+        self._machine = (0, 0)
         self._t0 = 0.0
 
     def _pids(self, roots: Sequence[int]) -> list[int]:
@@ -106,15 +110,16 @@ class ComponentCpu:
 
     def start(self) -> None:
         self._start = self._snapshot()
-        self._machine = machine_busy_ticks()
+        self._machine = machine_ticks()
         self._t0 = time.monotonic()
 
     def stop(self, generator_cores: float = 0.0) -> dict[str, float]:
-        """Cores used by each group since ``start`` (backends that came and went are missed), and by
-        everything else on the machine (``other``: what is neither a group nor the load generator)."""
+        """Cores used by each group since ``start`` (backends that came and went are missed), by the
+        kernel's softirq work (``softirq``), and by everything else (``other``: other processes)."""
         end, wall = self._snapshot(), max(time.monotonic() - self._t0, 1e-9)
         used = {name: sum(t - self._start[name].get(p, 0) for p, t in ticks.items()) / CLOCK_TICKS / wall
                 for name, ticks in end.items()}
-        machine = (machine_busy_ticks() - self._machine) / CLOCK_TICKS / wall
-        used[OTHER] = max(0.0, machine - sum(used.values()) - generator_cores)
+        busy, softirq = (now - then for now, then in zip(machine_ticks(), self._machine, strict=True))
+        used[SOFTIRQ] = softirq / CLOCK_TICKS / wall
+        used[OTHER] = max(0.0, busy / CLOCK_TICKS / wall - sum(used.values()) - generator_cores)
         return used

@@ -10,6 +10,8 @@ from typing import Any
 
 # The component of a round's CPU that is neither the system under test nor the load generator.
 OTHER = "other"
+# Kernel softirq time (loopback networking): caused by the load, charged to no process.
+SOFTIRQ = "softirq"
 BASELINE = "baseline"
 TARGET = "target"
 # The scenarios measured with wrk, in the order they run and are shown.
