@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -103,6 +104,20 @@ def build_reaction(ts_raw: str, user_raw: str, event_raw: str, key_raw: str | No
     )
 
 
+def require_utf8(raw_target: str) -> None:
+    """400 unless the raw request target (path and query) is UTF-8 once percent-decoded.
+
+    The URL parser replaces undecodable bytes with U+FFFD in the query and
+    leaves them escaped in the path: without this check ``user=%FF`` and
+    ``user=%FE`` would be stored as one user, and the path form would store
+    a literal ``%FF``.
+    """
+    try:
+        unquote_to_bytes(raw_target).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the URL must be UTF-8 once percent-decoded") from None
+
+
 def single(query: MultiMapping[str], name: str) -> str | None:
     """The one value of a query parameter, None if absent, 400 if repeated."""
     values = query.getall(name, ())
@@ -181,4 +196,5 @@ __all__ = [
     "parse_path_write",
     "parse_query_write",
     "parse_read_hour",
+    "require_utf8",
 ]

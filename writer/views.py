@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from common.events import Reaction, now_ms, parse_path_write, parse_query_write
+from common.events import Reaction, now_ms, parse_path_write, parse_query_write, require_utf8
 from writer import db
 from writer.batcher import CommitFailed, Overloaded, ShuttingDown
 from writer.keys import COMMITTER, METRICS, POOL
@@ -22,6 +22,7 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
     """Validate, wait for the commit, answer 204 (or 400/503)."""
     metrics = request.app[METRICS]
     try:
+        require_utf8(request.raw_path)
         reaction = parse()
     except web.HTTPBadRequest as exc:
         metrics.rejected.inc(1, (exc.text or "").strip())

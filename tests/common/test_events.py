@@ -13,6 +13,7 @@ from common.events import (
     parse_path_write,
     parse_query_write,
     parse_read_hour,
+    require_utf8,
 )
 from common.hours import MS_PER_HOUR
 
@@ -120,3 +121,16 @@ def test_read_hour() -> None:
     for bad in [(), (("timestamp", "x"),), (("timestamp", "1"), ("timestamp", "1")), (("timestamp", "9" * 19),)]:
         with pytest.raises(web.HTTPBadRequest):
             parse_read_hour(query(*bad))
+
+
+@pytest.mark.parametrize("target", ["/analytics?user=%C3%A9&click", "/analytics/1/%F0%9F%99%82/click", "/a?u=%ZZ&v=%"])
+def test_a_target_that_is_utf8_once_decoded_passes(target: str) -> None:
+    require_utf8(target)
+
+
+@pytest.mark.parametrize("target", ["/analytics?user=%FF&click", "/analytics/1/%FE/click", "/a?u=%C0%AF",
+                                    "/a?u=%ED%A0%80"])
+def test_a_target_that_is_not_utf8_once_decoded_is_refused(target: str) -> None:
+    with pytest.raises(web.HTTPBadRequest) as exc:
+        require_utf8(target)
+    assert reason(exc) == "the URL must be UTF-8 once percent-decoded"
