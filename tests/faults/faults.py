@@ -10,11 +10,13 @@ calls run in a thread so the load keeps running on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 
@@ -79,9 +81,23 @@ async def restart_writers(cluster: LocalCluster, shard_name: str) -> None:
         await asyncio.to_thread(wait_ready, record)
 
 
+def processes_in(directory: Path) -> list[int]:
+    """Pids whose working directory is ``directory`` (a PostgreSQL's backends work in its data directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(proc / "cwd")) == directory:
+                    found.append(int(proc.name))
+    return found
+
+
 def start_postgres(pg: LocalPostgres, deadline_s: float = DEADLINE_S) -> None:
-    """Start a crashed server: its orphaned backends may hold the shared memory for a moment."""
+    """Start a crashed server once its orphaned backends have left its shared memory (they exit by themselves)."""
     deadline = time.monotonic() + deadline_s
+    data_dir = pg.data_dir.resolve()
+    while processes_in(data_dir) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
     while True:
         try:
             pg.start()

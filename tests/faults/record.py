@@ -97,6 +97,14 @@ class AuditRecord:
         # Counts per hour from before the load (other runs' data), taken by the audit.
         self.baseline: dict[int, HourCounts] = {}
 
+    @classmethod
+    def merged(cls, records: Iterable[AuditRecord]) -> AuditRecord:
+        """All events of several records, for auditing a whole fresh cluster at once (baseline 0, every key)."""
+        merged = cls("")
+        for record in records:
+            merged.events.extend(record.events)
+        return merged
+
     def new_event(self, ts: int, user: str, event: str) -> Sent:
         sent = Sent(key=f"{self.prefix}{len(self.events)}", ts=ts, user=user, event=event)
         self.events.append(sent)

@@ -12,7 +12,7 @@ from common.hours import current_hour
 from sharding.cluster import LocalCluster
 from sharding.config import load as load_topology
 from tests.faults.audit import AuditReport, audit, take_baseline
-from tests.faults.faults import Fault, heal, progress
+from tests.faults.faults import PROGRESS_ACKS, Fault, heal, progress
 from tests.faults.load import Load, LoadPlan
 from tests.faults.record import AuditRecord
 
@@ -25,6 +25,7 @@ FAR_PAST_HOURS = (48, 400_000)
 @dataclass
 class Outcome:
     report: AuditReport
+    record: AuditRecord | None = None
     notes: list[str] = field(default_factory=list)
     fault_error: str | None = None
 
@@ -52,21 +53,21 @@ def sources(cluster: LocalCluster) -> tuple[list[str], list[str]]:
 
 
 async def run_scenario(cluster: LocalCluster, name: str, fault: Fault | None, plan: LoadPlan | None = None,
-                       warmup_acks: int = WARMUP_ACKS) -> Outcome:
+                       warmup_acks: int = WARMUP_ACKS, after_acks: int = PROGRESS_ACKS) -> Outcome:
     """Baseline, load, fault (with recovery), more load, stop, audit."""
     plan = new_plan(cluster, name, plan)
     record = AuditRecord(plan.prefix)
     await take_baseline(plan.base_url, record, [current_hour(), *plan.past_hours])
     load = Load(plan, record)
     running = asyncio.create_task(load.run(), name=f"load {name}")
-    outcome = Outcome(AuditReport(name))
+    outcome = Outcome(AuditReport(name), record)
     try:
         await progress(load, "before the fault", warmup_acks)
         if fault is None:
             await running  # no fault: the load runs to its own bound
         else:
             outcome.notes = await fault(cluster, load)
-            await progress(load, "after the recovery")
+            await progress(load, "after the recovery", after_acks)
     except Exception as exc:  # reported with the audit; the cluster is healed so the audit can run
         outcome.fault_error = f"{type(exc).__name__}: {exc}"
     finally:

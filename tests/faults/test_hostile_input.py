@@ -167,6 +167,39 @@ def test_sql_metacharacters_in_usernames_are_stored_verbatim(faults_cluster: Loc
     assert set(NASTY) <= stored
 
 
+raw_usernames = st.one_of(st.binary(min_size=1, max_size=40), st.text(min_size=1, max_size=30).map(str.encode))
+
+
+@given(raw=raw_usernames, form=st.sampled_from(["path", "event", "flag"]))
+def test_usernames_of_any_bytes_are_stored_as_decoded_or_refused(faults_cluster: LocalCluster, hour: int,
+                                                                 acknowledged: Acknowledged, raw: bytes,
+                                                                 form: str) -> None:
+    """Percent-encoded bytes: valid UTF-8 is stored decoded, anything else is a 400 (never U+FFFD, never a 500)."""
+    try:
+        user = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        user = None
+    ts = str(hour * MS_PER_HOUR + random.randrange(MS_PER_HOUR))
+    path = target(Write(form, ts, "USERSLOT", "click", (), 0), ts, None).replace("USERSLOT", quote(raw, safe=""))
+    answer = exchange(faults_cluster.settings.port, request("POST", path))
+    expected = 400 if user is None else model(Write(form, ts, user, "click", (), 0), ts, None)
+    event(f"{form}, {'utf-8' if user is not None else 'not utf-8'}: {answer.status}")
+    assert answer.status == expected, f"{path}: {answer.status} {answer.body!r}"
+    if answer.status == 204:
+        acknowledged.rows.append((int(ts), user, 1, None))
+
+
+@pytest.mark.parametrize("user", ["{", "}", "{user}", "a{1,2}b"])
+def test_braces_in_usernames_work_in_every_form(faults_cluster: LocalCluster, hour: int, acknowledged: Acknowledged,
+                                                user: str) -> None:
+    for i, form in enumerate(["path", "event", "flag"]):
+        ts = str(hour * MS_PER_HOUR + 10_000 + i)
+        answer = exchange(faults_cluster.settings.port, request("POST", target(Write(form, ts, user, "click", (), 0),
+                                                                               ts, None)))
+        assert answer.status == 204, f"{form}: {answer.status} {answer.body!r}"
+        acknowledged.rows.append((int(ts), user, 1, None))
+
+
 # -- arbitrary targets -------------------------------------------------------------
 
 URL_CHARS = string.ascii_letters + string.digits + "-._~%/?#[]@!$&'()*+,;=:" + '"<>\\^`{|} '
