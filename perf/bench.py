@@ -33,6 +33,7 @@ from perf.results import (
     BASELINE,
     GET_CEILING,
     GET_CURRENT,
+    IDLE_STACKS,
     POST_CEILING,
     POST_DURABLE,
     POST_NAIVE,
@@ -60,6 +61,7 @@ class Plan:
     rounds: int
     connections: int
     warmup_s: int
+    pause_s: float
     mixed: MixedPlan
     profile_s: int
 
@@ -81,8 +83,9 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def measure(m: Measurement, plan: Plan, seconds: int, t0: float) -> Round:
-    cpu = ComponentCpu(m.stack.components)
+def measure(m: Measurement, plan: Plan, seconds: int, t0: float, idle: list[int]) -> Round:
+    """One wrk run, with the CPU of the stack's parts, of the other (idle) stacks and of the rest."""
+    cpu = ComponentCpu({**m.stack.components, IDLE_STACKS: idle})
     started = time.monotonic() - t0
     batches_before = writer_totals(m.stack.writers) if m.method == "POST" else {}
     cpu.start()
@@ -93,6 +96,13 @@ def measure(m: Measurement, plan: Plan, seconds: int, t0: float) -> Round:
                  {k: round(v, 3) for k, v in components.items()}, batches)
 
 
+def idle_pids(m: Measurement, measurements: list[Measurement]) -> list[int]:
+    """The processes of the stacks ``m`` does not load (shared ones, like PostgreSQL, are ``m``'s)."""
+    own = {pid for pids in m.stack.components.values() for pid in pids}
+    others = {pid for o in measurements for pids in o.stack.components.values() for pid in pids}
+    return sorted(others - own)
+
+
 def run_rounds(measurements: list[Measurement], plan: Plan, t0: float) -> list[Scenario]:
     """A warm-up of each, then round 1 of every scenario, round 2 of every scenario, ..."""
     for m in measurements:
@@ -100,7 +110,10 @@ def run_rounds(measurements: list[Measurement], plan: Plan, t0: float) -> list[S
     rounds: dict[str, list[Round]] = {m.key: [] for m in measurements}
     for i in range(plan.rounds):
         for m in measurements:
-            r = measure(m, plan, plan.seconds, t0)
+            # The previous scenario's after-effects (aggregators reading new rows, PostgreSQL's
+            # background writer) settle first; what remains shows in the "idle stacks" column.
+            time.sleep(plan.pause_s)
+            r = measure(m, plan, plan.seconds, t0, idle_pids(m, measurements))
             rounds[m.key].append(r)
             say(f"round {i + 1}/{plan.rounds} {m.title}: {r.requests_per_s:,.0f} req/s, p50 {r.p50_ms:.2f} ms, "
                 f"p99 {r.p99_ms:.2f} ms, {r.errors} errors, wrk {r.generator_cores:.2f} cores")
@@ -213,6 +226,7 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before the rounds, per scenario")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds of quiet before each round")
     parser.add_argument("--mixed-users", type=int, default=40)
     parser.add_argument("--mixed-rate", type=float, default=25.0, help="requests/s per locust user")
     parser.add_argument("--mixed-seconds", type=int, default=40)
@@ -222,7 +236,7 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     args = parser.parse_args()
     if args.url is not None and not args.url.startswith("http://127.0.0.1:"):
         parser.error("--url must be http://127.0.0.1:PORT (benchmarks target loopback only)")
-    return args, Plan(args.seconds, args.rounds, args.connections, args.warmup,
+    return args, Plan(args.seconds, args.rounds, args.connections, args.warmup, args.pause,
                       MixedPlan(args.mixed_users, args.mixed_rate, args.mixed_seconds), args.profile_seconds)
 
 

@@ -15,6 +15,7 @@ from perf.procs import SATURATED_CORE_SHARE
 from perf.results import (
     GET_CEILING,
     GET_CURRENT,
+    IDLE_STACKS,
     OTHER,
     POST_CEILING,
     POST_DURABLE,
@@ -34,6 +35,8 @@ POST_MIN_RATIO_TO_CEILING = 0.5
 POST_MAX_P99_MS = 25.0
 # Cores used by processes outside the bench above which the report warns.
 BUSY_MACHINE_CORES = 0.25
+# CPU columns that are not the system under test.
+NOT_UNDER_TEST = frozenset({OTHER, SOFTIRQ, IDLE_STACKS})
 # Which baselines each figure is quoted against.
 BASELINES_OF = {GET_CURRENT: (GET_CEILING,), POST_NAIVE: (POST_CEILING,), POST_DURABLE: (POST_NAIVE, POST_CEILING)}
 
@@ -138,21 +141,22 @@ def ratios_table(results: BenchResults) -> Iterator[str]:
 
 def service_cpu_us(s: Scenario) -> float:
     """CPU the system under test's processes spent per request (microseconds): robust to a busy machine."""
-    cores = sum(s.median_component(n) for n in {n for r in s.rounds for n in r.components} - {OTHER, SOFTIRQ})
+    cores = sum(s.median_component(n) for n in {n for r in s.rounds for n in r.components} - NOT_UNDER_TEST)
     return cores / max(s.median("requests_per_s"), 1e-9) * 1e6
 
 
 def cpu_table(results: BenchResults) -> Iterator[str]:
-    names = sorted({n for s in results.scenarios for r in s.rounds for n in r.components} - {OTHER, SOFTIRQ})
+    names = sorted({n for s in results.scenarios for r in s.rounds for n in r.components} - NOT_UNDER_TEST)
     if not names:
         return
     yield ("| scenario | " + " | ".join(names) + " | kernel softirq (loopback network) | load generator | "
-           "other processes | CPU µs per request |")
-    yield "|---|" + "---|" * (len(names) + 3)
+           "the bench's idle stacks | other processes | CPU µs per request |")
+    yield "|---|" + "---|" * (len(names) + 5)
     for s in results.scenarios:
         cells = [f"{s.median_component(n):.2f}" for n in names]
         yield (f"| {s.title} | " + " | ".join(cells) + f" | {s.median_component(SOFTIRQ):.2f} | "
-               f"{s.median('generator_cores'):.2f} | {s.median_component(OTHER):.2f} | {service_cpu_us(s):.0f} |")
+               f"{s.median('generator_cores'):.2f} | {s.median_component(IDLE_STACKS):.2f} | "
+               f"{s.median_component(OTHER):.2f} | {service_cpu_us(s):.0f} |")
 
 
 def batches_table(results: BenchResults) -> Iterator[str]:

@@ -10,6 +10,8 @@ from typing import Any
 
 # The component of a round's CPU that is neither the system under test nor the load generator.
 OTHER = "other"
+# The bench's other stacks, idle while one is loaded (their background work interferes).
+IDLE_STACKS = "idle stacks"
 # Kernel softirq time (loopback networking): caused by the load, charged to no process.
 SOFTIRQ = "softirq"
 BASELINE = "baseline"
