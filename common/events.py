@@ -112,6 +112,8 @@ def require_utf8(raw_target: str) -> None:
     ``user=%FE`` would be stored as one user, and the path form would store
     a literal ``%FF``.
     """
+    if "%" not in raw_target and raw_target.isascii():
+        return  # the common case, checked without decoding
     try:
         unquote_to_bytes(raw_target).decode("utf-8")
     except UnicodeDecodeError:
