@@ -175,10 +175,14 @@ async def aggregator_sigkill(cluster: LocalCluster, load: Load) -> list[str]:
     record = random.choice(records)
     index = int(record.name.rsplit("-", 1)[1]) - 1
     complete_before = load.stats.reads["complete"]
+    failed_before = sum(n for kind, n in load.stats.reads.items() if kind not in ("complete", "stale"))
     kill(record)
     await wait_until(lambda: not alive(record), f"{record.name} dies on SIGKILL")
     await wait_until(lambda: load.stats.reads["complete"] >= complete_before + 20, "complete reads while one is down")
     await progress(load, f"after killing {record.name}")
+    failed = sum(n for kind, n in load.stats.reads.items() if kind not in ("complete", "stale")) - failed_before
+    # nginx retries a GET on the other aggregator; at most the reads in flight could fail.
+    assert failed <= load.plan.readers, f"{failed} reads failed while {record.name} was down"
     cluster.registry.remove(record.name)
     restarted = await asyncio.to_thread(cluster.start_aggregator, index, record.address)
     await asyncio.to_thread(wait_ready, restarted)
@@ -190,7 +194,8 @@ async def aggregator_sigkill(cluster: LocalCluster, load: Load) -> list[str]:
             assert kind == "complete", f"restarted {record.name} answered hour {hour}: {kind}"
     assert len(load.stats.wrong) == wrong_before
     await progress(load, f"after restarting {record.name}")
-    return [f"killed {record.name} (pid {record.pid}); restarted as pid {restarted.pid}, answers complete"]
+    return [f"killed {record.name} (pid {record.pid}); {failed} reads failed meanwhile; "
+            f"restarted as pid {restarted.pid}, answers complete"]
 
 
 async def sigterm_everything(cluster: LocalCluster, load: Load) -> list[str]:
