@@ -150,13 +150,26 @@ def cpu_table(results: BenchResults) -> Iterator[str]:
     if not names:
         return
     yield ("| scenario | " + " | ".join(names) + " | kernel softirq (loopback network) | load generator | "
-           "the bench's idle stacks | other processes | CPU µs per request |")
-    yield "|---|" + "---|" * (len(names) + 5)
+           "the bench's idle stacks | other processes |")
+    yield "|---|" + "---|" * (len(names) + 4)
     for s in results.scenarios:
         cells = [f"{s.median_component(n):.2f}" for n in names]
         yield (f"| {s.title} | " + " | ".join(cells) + f" | {s.median_component(SOFTIRQ):.2f} | "
                f"{s.median('generator_cores'):.2f} | {s.median_component(IDLE_STACKS):.2f} | "
-               f"{s.median_component(OTHER):.2f} | {service_cpu_us(s):.0f} |")
+               f"{s.median_component(OTHER):.2f} |")
+
+
+def cost_table(results: BenchResults) -> Iterator[str]:
+    """CPU microseconds per request, by component: where a slower path spends what the ceiling does not."""
+    names = sorted({n for s in results.scenarios for r in s.rounds for n in r.components} - NOT_UNDER_TEST)
+    if not names:
+        return
+    yield "| scenario | " + " | ".join(names) + " | all |"
+    yield "|---|" + "---|" * (len(names) + 1)
+    for s in results.scenarios:
+        rps = max(s.median("requests_per_s"), 1e-9)
+        cells = [f"{s.median_component(n) / rps * 1e6:.0f}" if s.median_component(n) > 0 else "" for n in names]
+        yield f"| {s.title} | " + " | ".join(cells) + f" | {service_cpu_us(s):.0f} |"
 
 
 def batches_table(results: BenchResults) -> Iterator[str]:
@@ -271,6 +284,10 @@ def render_markdown(results: BenchResults) -> str:
         "### Where the CPU went (cores, median of rounds)",
         "",
         *cpu_table(results),
+        "",
+        "### CPU µs per request, by component",
+        "",
+        *cost_table(results),
         "",
         "### Writer batches (the writers' own /metrics, median of rounds)",
         "",
