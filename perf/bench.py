@@ -246,6 +246,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     directory = args.out / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report = write_report(bench(args, plan, directory), directory)
+    latest = args.out / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(directory.name)
     print(report.read_text())
     say(f"report: {report}")
 
