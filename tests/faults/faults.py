@@ -92,11 +92,22 @@ def processes_in(directory: Path) -> list[int]:
     return found
 
 
+def stale_postmaster(data_dir: Path) -> bool:
+    """Whether the dead postmaster of postmaster.pid is still in /proc (a zombie until init reaps it).
+
+    PostgreSQL refuses to start while that pid exists ("lock file already exists").
+    """
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        return Path(f"/proc/{pid}").exists()
+    return False
+
+
 def start_postgres(pg: LocalPostgres, deadline_s: float = DEADLINE_S) -> None:
-    """Start a crashed server once its orphaned backends have left its shared memory (they exit by themselves)."""
+    """Start a crashed server once its orphaned backends and its zombie postmaster are gone."""
     deadline = time.monotonic() + deadline_s
     data_dir = pg.data_dir.resolve()
-    while processes_in(data_dir) and time.monotonic() < deadline:
+    while (processes_in(data_dir) or stale_postmaster(data_dir)) and time.monotonic() < deadline:
         time.sleep(POLL_S)
     while True:
         try:
