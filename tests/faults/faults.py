@@ -161,7 +161,9 @@ async def postgres_sigkill(cluster: LocalCluster, load: Load) -> list[str]:
                 status, stale, _ = await get_hour(session, f"http://{agg.address}", current_hour())
                 return status == 503 or (status == 200 and stale)
             await wait_until(degraded, f"{agg.name} marks the live hour stale (or 503) with shard {shard} down")
-    await asyncio.sleep(1.0)  # the outage lasts a moment while the load runs
+    refused = load.stats.posts["503 writer"]
+    await wait_until(lambda: load.stats.posts["503 writer"] >= refused + 5,
+                     f"the load meets {writer.name}'s 503s while shard {shard} is down")
     await asyncio.to_thread(start_postgres, pg)
     await wait_until(lambda: _is(f"http://{writer.address}/readyz", 200), f"{writer.name} recovers by itself")
     assert alive(writer), f"{writer.name} (pid {writer.pid}) died instead of recovering"
