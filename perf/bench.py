@@ -179,7 +179,8 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
         say("starting the cluster" if args.url is None else f"using the cluster at {args.url}")
         cluster: LocalCluster | None
         if args.url is None:
-            cluster, reactions = stack.enter_context(local_cluster(work, args.shards, args.aggregators))
+            cluster, reactions = stack.enter_context(local_cluster(work, args.shards, args.aggregators,
+                                                                      dict(args.service_env)))
         else:
             cluster, reactions = running_cluster(args.url, args.data_dir)
         topology: Topology | None = load(cluster.shards_file) if cluster else None
@@ -189,6 +190,7 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
             "shards": shards, "aggregators": aggregators, "connections": plan.connections, "rounds": plan.rounds,
             "seconds": plan.seconds, "command": " ".join(["python -m perf.bench", *sys.argv[1:]]),
             "cluster": "started for this run" if args.url is None else f"running at {args.url}",
+            "service_env": " ".join(f"{k}={v}" for k, v in args.service_env),
         }
         say("starting the baselines (ceiling and batching-disabled writers)")
         ceiling = stack.enter_context(ceiling_stack(work, shards, aggregators))
@@ -214,6 +216,13 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
     return results
 
 
+def env_pair(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not name.startswith("REACTIONS_"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not REACTIONS_NAME=VALUE")
+    return name, value
+
+
 def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running cluster's nginx (default: start one for the run)")
@@ -231,6 +240,8 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--mixed-rate", type=float, default=25.0, help="requests/s per locust user")
     parser.add_argument("--mixed-seconds", type=int, default=40)
     parser.add_argument("--profile-seconds", type=int, default=8, help="0: no profiles")
+    parser.add_argument("--service-env", type=env_pair, action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the cluster's writers and aggregators (experiments)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep-work", action="store_true", help="keep logs and PostgreSQL data of the run")
     args = parser.parse_args()

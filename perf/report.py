@@ -258,7 +258,9 @@ def render_markdown(results: BenchResults) -> str:
         f"generator); {m.get('python', '')}; {m.get('nginx', '')}; {m.get('postgres', '')}; {m.get('wrk', '')}; "
         f"locust {m.get('locust', '?')}.",
         f"Cluster: {c.get('shards')} shards, {c.get('aggregators')} aggregators, one nginx "
-        f"({c.get('cluster', 'local')}). Command: `{c.get('command', 'make bench')}`.",
+        f"({c.get('cluster', 'local')}"
+        + (f"; services' extra environment: `{c['service_env']}`" if c.get("service_env") else "")
+        + f"). Command: `{c.get('command', 'make bench')}`.",
         "",
         f"Method: wrk (C, one thread, {c.get('connections')} connections) measures every throughput and latency "
         f"figure; each scenario ran {c.get('rounds')} rounds of {c.get('seconds')} s after a warm-up, and the rounds "

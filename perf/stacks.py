@@ -76,10 +76,11 @@ def cluster_components(cluster: LocalCluster) -> dict[str, list[int]]:
 
 
 @contextlib.contextmanager
-def local_cluster(work: Path, shards: int, aggregators: int) -> Iterator[tuple[LocalCluster, Stack]]:
+def local_cluster(work: Path, shards: int, aggregators: int,
+                  service_env: dict[str, str]) -> Iterator[tuple[LocalCluster, Stack]]:
     """A fresh cluster of its own (PostgreSQL per shard, writers, aggregators, nginx), stopped at the end."""
     settings = ClusterSettings(port=free_cluster_port(), shards=shards, aggregators=aggregators,
-                               data_dir=work / "cluster")
+                               data_dir=work / "cluster", service_env=service_env)
     cluster = LocalCluster(settings)
     cluster.acquire_run_lock()  # creates DATA_DIR; `make run` on it would say it is taken
     try:
