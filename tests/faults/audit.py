@@ -92,7 +92,7 @@ async def take_baseline(base: str, record: AuditRecord, hours: Sequence[int], de
             deadline, previous = time.monotonic() + deadline_s, None
             while True:
                 status, stale, counted = await get_hour(session, base, hour)
-                if status == 200 and not stale and counted == previous:
+                if status == 200 and not stale and counted is not None and counted == previous:
                     record.baseline[hour] = counted
                     break
                 previous = counted if status == 200 and not stale else None
@@ -151,7 +151,7 @@ async def converge(base: str, hour: int, expected: HourCounts, bounds: Bounds, s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             status, stale, counted = await get_hour(session, base, hour)
-            if status == 200 and not stale:
+            if status == 200 and not stale and counted is not None:
                 last = counted
                 if counted == expected:
                     return counted

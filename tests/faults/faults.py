@@ -271,8 +271,8 @@ def heal(cluster: LocalCluster) -> list[str]:
                 wait_ready(record)
             healed.append(f"writers of {shard.name}")
     for index, address in enumerate(topology.aggregators):
-        record = records.get(f"aggregator-{index + 1}")
-        if record is None or not alive(record):
+        aggregator = records.get(f"aggregator-{index + 1}")
+        if aggregator is None or not alive(aggregator):
             cluster.registry.remove(f"aggregator-{index + 1}")
             wait_ready(cluster.start_aggregator(index, address))
             healed.append(f"aggregator-{index + 1}")

@@ -186,6 +186,7 @@ def test_usernames_of_any_bytes_are_stored_as_decoded_or_refused(faults_cluster:
     event(f"{form}, {'utf-8' if user is not None else 'not utf-8'}: {answer.status}")
     assert answer.status == expected, f"{path}: {answer.status} {answer.body!r}"
     if answer.status == 204:
+        assert user is not None
         acknowledged.rows.append((int(ts), user, 1, None))
 
 
