@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -16,6 +14,7 @@ from aggregator.main import create_app
 from aggregator.settings import Settings
 from common.events import Event, Reaction
 from common.hours import MS_PER_HOUR, hour_of, hour_start_ms
+from tests import waiting
 from writer.db import commit_batch
 
 # An hour far from the real clock (2027), so nothing depends on when tests run.
@@ -74,12 +73,7 @@ async def write(dsn: str, hour: int, writes: Sequence[Write | str], current_hour
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str, deadline_s: float = DEADLINE_S) -> None:
-    """Poll ``check`` until it holds; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await waiting.wait_until(check, what, deadline_s, poll_s=0.01)
 
 
 async def get_hour(client: TestClient, hour: int) -> tuple[int, str]:

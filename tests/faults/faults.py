@@ -29,6 +29,7 @@ from sharding.postgres import LocalPostgres
 from sharding.processes import ProcessRecord, alive, http_get, wait_ready
 from sharding.ring import Ring
 from tests.faults.load import Load, check_read, get_hour
+from tests.waiting import wait_until
 
 DEADLINE_S = 30.0
 POLL_S = 0.05
@@ -36,18 +37,6 @@ POLL_S = 0.05
 PROGRESS_ACKS = 100
 
 Fault = Callable[[LocalCluster, Load], Awaitable[list[str]]]
-
-
-async def wait_until(check: Callable[[], bool | Awaitable[bool]], what: str, deadline_s: float = DEADLINE_S) -> None:
-    """Poll ``check`` until it holds; AssertionError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = check()
-        if result if isinstance(result, bool) else await result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {deadline_s:.0f}s: {what}")
-        await asyncio.sleep(POLL_S)
 
 
 async def progress(load: Load, what: str, acks: int = PROGRESS_ACKS) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,23 +17,10 @@ import asyncpg
 from common.hours import hour_of, now_ms
 from sharding.postgres import LocalPostgres
 from tests.conftest import free_port, reset_database
+from tests.waiting import wait_until
 from tests.writer.conftest import WriterClient, rollup, stored_events
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def wait_until(check: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll an (async) condition until it holds, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -80,7 +66,7 @@ async def test_stopped_database_answers_503_then_recovers(
     async def accepted() -> bool:
         return (await client.post(f"/analytics/{ts}/after/click")).status == 204
 
-    await wait_until(accepted, what="the writer to recover")
+    await wait_until(accepted, "the writer to recover")
     users = {u for _, u, _ in await stored_events(server.dsn)}
     assert "during" not in users
     assert {"before", "after"} <= users
@@ -93,7 +79,7 @@ async def test_commit_killed_midway_answers_503_and_stores_nothing(
     ts = now_ms()
     async with hour_counts_locked(shard_dsn) as locker:
         posts = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click")) for i in range(20)]
-        await wait_until(lambda: writers_waiting_on_lock(shard_dsn), what="a commit to wait on the lock")
+        await wait_until(lambda: writers_waiting_on_lock(shard_dsn), "a commit to wait on the lock")
         await locker.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'reactions-writer'"
         )
@@ -107,7 +93,7 @@ async def test_full_queue_answers_503_with_retry_after(writer_client: WriterClie
     ts = now_ms()
     async with hour_counts_locked(shard_dsn):
         first = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click")) for i in range(5)]
-        await wait_until(lambda: writers_waiting_on_lock(shard_dsn), what="a commit to wait on the lock")
+        await wait_until(lambda: writers_waiting_on_lock(shard_dsn), "a commit to wait on the lock")
         extra = await client.post(f"/analytics/{ts}/extra/click")
         assert extra.status == 503
         assert extra.headers["Retry-After"] == "1"
@@ -124,7 +110,7 @@ async def writer_process(dsn: str, log_path: Path) -> AsyncIterator[tuple[subpro
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "writer.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            await wait_until(lambda: answers(f"{base}/readyz"), what="the writer to start")
+            await wait_until(lambda: answers(f"{base}/readyz"), "the writer to start")
             yield proc, base
         finally:
             if proc.poll() is None:
@@ -158,10 +144,10 @@ async def test_sigterm_drains_the_open_batch(shard_dsn: str, tmp_path: Path) -> 
 
         async with hour_counts_locked(shard_dsn):
             posts = [asyncio.ensure_future(post(i)) for i in range(200)]
-            await wait_until(all_pending, what="every request to reach the writer")
+            await wait_until(all_pending, "every request to reach the writer")
             proc.send_signal(signal.SIGTERM)
             # The writer stops accepting while its batch is still open.
-            await wait_until(lambda: _refused(f"{base}/healthz"), what="the writer to stop accepting")
+            await wait_until(lambda: _refused(f"{base}/healthz"), "the writer to stop accepting")
         statuses = await asyncio.gather(*posts)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     assert statuses == [204] * 200
