@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps lint test run add-shard status bench chaos clean
+.PHONY: install system-deps lint test run add-shard add-aggregator status bench chaos clean
 
 # System packages a fresh Debian machine lacks (nginx, PostgreSQL server).
 system-deps:
@@ -30,6 +30,9 @@ run: install
 
 add-shard: install
 	$(PY) -m sharding add-shard
+
+add-aggregator: install
+	$(PY) -m sharding add-aggregator
 
 status: install
 	$(PY) -m sharding status

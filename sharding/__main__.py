@@ -2,6 +2,7 @@
 
     run                 start the whole stack in the foreground (PORT, SHARDS, AGGREGATORS, DATA_DIR)
     add-shard           add a shard to the running cluster of this PORT/DATA_DIR
+    add-aggregator      add an aggregator replica to the running cluster
     retire-shard NAME   stop writes to a shard; its data stays readable
     status              the topology and the health of every part
     render-nginx        print the nginx configuration for a shard file (docker compose)
@@ -17,7 +18,7 @@ from common.settings import SettingsError
 from sharding import compose, nginx
 from sharding.cluster import ClusterError, LocalCluster
 from sharding.config import ConfigError, load
-from sharding.operations import add_shard, retire_shard, run, status
+from sharding.operations import add_aggregator, add_shard, retire_shard, run, status
 from sharding.processes import ProcessError
 from sharding.settings import ClusterSettings
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="start the local cluster in the foreground")
     commands.add_parser("add-shard", help="add a shard to the running cluster")
+    commands.add_parser("add-aggregator", help="add an aggregator replica to the running cluster")
     retire = commands.add_parser("retire-shard", help="stop writes to a shard, keep its data readable")
     retire.add_argument("name")
     commands.add_parser("status", help="show topology and health")
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             run(cluster)
         elif args.command == "add-shard":
             add_shard(cluster)
+        elif args.command == "add-aggregator":
+            add_aggregator(cluster)
         elif args.command == "retire-shard":
             retire_shard(cluster, args.name)
         else:

@@ -16,6 +16,7 @@ from sharding import nginx
 from sharding.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
 from sharding.config import RETIRED, Topology, load, save
 from sharding.processes import ProcessRecord, alive, http_get, stop, wait_for, wait_ready
+from sharding.settings import AGGREGATOR_PORT_OFFSET, HOST
 
 # Supervision period of ``run``.
 SUPERVISE_PERIOD_S = 1.0
@@ -95,6 +96,24 @@ def add_shard(cluster: LocalCluster) -> str:
         reload_nginx(cluster)
         step(f"shard {shard.name} added")
         return shard.name
+
+
+def add_aggregator(cluster: LocalCluster) -> str:
+    """Start one more aggregator; once it reads every shard, nginx sends it reads too."""
+    require_running(cluster)
+    with cluster.admin_lock():
+        topology = load(cluster.shards_file)
+        slot = len(topology.aggregators) + 1
+        address = f"{HOST}:{cluster.allocate_port(AGGREGATOR_PORT_OFFSET, slot, cluster.used_ports(topology))}"
+        record = cluster.start_aggregator(len(topology.aggregators), address)
+        step(f"{record.name}: starting on {address}; waiting until it has read every shard")
+        wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+        grown = topology.with_aggregators([*topology.aggregators, address])
+        step("re-rendering nginx and reloading it: reads now reach the new aggregator")
+        reload_nginx(cluster, grown)
+        save(grown, cluster.shards_file)
+        step(f"{record.name} added")
+        return record.name
 
 
 def retire_shard(cluster: LocalCluster, name: str) -> None:

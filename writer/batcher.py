@@ -96,8 +96,9 @@ class GroupCommitter:
         self._open.waiters.append(waiter)
         self._pending += 1
         self._wakeup.set()
-        # shield: a client that disconnects must not cancel the shared future.
-        await asyncio.shield(waiter)
+        # Each request has its own future: if the client goes away, only that
+        # future is cancelled, and the batch commits (and skips it) as usual.
+        await waiter
 
     async def close(self) -> None:
         """Refuse new events, commit everything accepted, stop the flushers."""

@@ -18,9 +18,11 @@ class Settings:
     batch_max_wait_ms: float = 2.0
     # Events waiting for a commit, beyond which new ones get 503 Retry-After.
     queue_max_events: int = 20_000
-    # Batches committed at once (each on its own connection). Two lets one
-    # batch fill while the other waits for its WAL flush.
-    flushers: int = 2
+    # Batches committed at once, each on its own connection. With one, the
+    # next batch fills while the current one waits for its WAL flush (natural
+    # group commit); more flushers make smaller batches, which only pays off
+    # with cores to spare (measured: perf/writer_bench.py, perf/bench.py).
+    flushers: int = 1
     # False: one transaction per request (the naive design, a benchmark baseline).
     batching: bool = True
     pool_size: int = 4

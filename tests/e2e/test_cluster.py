@@ -177,6 +177,23 @@ async def restart_writer(cluster: LocalCluster, shard_name: str) -> None:
             await asyncio.sleep(0.2)
 
 
+async def test_an_added_aggregator_serves_reads(cluster: LocalCluster) -> None:
+    base, ts = base_url(cluster), own_past_hour_ts()
+    async with aiohttp.ClientSession() as session:
+        for user in unique_users(30, "agg"):
+            assert await post(session, f"{base}/analytics/{ts}/{user}/click") == 204
+        expected = await counts(session, base, ts)
+        assert expected is not None
+        before = topology(cluster).aggregators
+
+        result = await sharding_cli(cluster, "add-aggregator")
+        assert result.returncode == 0, result.stderr
+        added = [a for a in topology(cluster).aggregators if a not in before]
+        assert len(added) == 1
+        assert f"server {added[0]}" in cluster.nginx_conf.read_text()
+        assert await counts(session, f"http://{added[0]}", ts) == expected
+
+
 async def test_status_shows_every_part(cluster: LocalCluster) -> None:
     result = await sharding_cli(cluster, "status")
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,108 @@
+"""Group commit logic, on its own: batches form while a commit is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from common.events import Event, Reaction
+from writer.batcher import CommitFailed, GroupCommitter, Overloaded, ShuttingDown
+
+
+def reaction(i: int) -> Reaction:
+    return Reaction(ts=i, hour=0, username=f"u{i}", event=Event.CLICK)
+
+
+class GatedCommits:
+    """Records each batch; every commit waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.fail = False
+
+    async def __call__(self, batch: Sequence[Reaction]) -> None:
+        self.batches.append([r.ts for r in batch])
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("commit failed")
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def committer(commits: GatedCommits, **overrides: int) -> GroupCommitter:
+    options = {"max_events": 500, "queue_max": 10_000, "flushers": 1} | overrides
+    c = GroupCommitter(commits, max_wait_s=0.002, **options)
+    c.start()
+    return c
+
+
+async def test_requests_arriving_during_a_commit_share_the_next_batch() -> None:
+    commits = GatedCommits()
+    c = committer(commits)
+    first = asyncio.ensure_future(c.submit(reaction(0)))
+    await settle()
+    rest = [asyncio.ensure_future(c.submit(reaction(i))) for i in range(1, 101)]
+    await settle()
+    commits.gate.set()
+    await asyncio.gather(first, *rest)
+    assert commits.batches == [[0], list(range(1, 101))]
+    await c.close()
+
+
+async def test_batches_are_capped_in_size() -> None:
+    commits = GatedCommits()
+    commits.gate.set()
+    c = committer(commits, max_events=7)
+    await asyncio.gather(*(c.submit(reaction(i)) for i in range(20)))
+    assert all(len(b) <= 7 for b in commits.batches)
+    assert sorted(ts for b in commits.batches for ts in b) == list(range(20))
+    await c.close()
+
+
+async def test_a_failed_commit_fails_every_request_of_its_batch() -> None:
+    commits = GatedCommits()
+    commits.fail = True
+    commits.gate.set()
+    c = committer(commits)
+    results = await asyncio.gather(*(c.submit(reaction(i)) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(r, CommitFailed) for r in results)
+    assert c.pending == 0
+    await c.close()
+
+
+async def test_a_cancelled_request_does_not_disturb_its_batch() -> None:
+    commits = GatedCommits()
+    c = committer(commits)
+    blocker = asyncio.ensure_future(c.submit(reaction(0)))
+    await settle()
+    leaving, staying = (asyncio.ensure_future(c.submit(reaction(i))) for i in (1, 2))
+    await settle()
+    leaving.cancel()
+    commits.gate.set()
+    await asyncio.gather(blocker, staying)
+    assert leaving.cancelled()
+    assert commits.batches == [[0], [1, 2]]
+    assert c.pending == 0
+    await c.close()
+
+
+async def test_full_queue_refuses_and_close_drains() -> None:
+    commits = GatedCommits()
+    c = committer(commits, queue_max=3)
+    accepted = [asyncio.ensure_future(c.submit(reaction(i))) for i in range(3)]
+    await settle()
+    with pytest.raises(Overloaded):
+        await c.submit(reaction(3))
+    closing = asyncio.ensure_future(c.close())
+    await settle()
+    with pytest.raises(ShuttingDown):
+        await c.submit(reaction(4))
+    commits.gate.set()
+    await asyncio.gather(closing, *accepted)
+    assert sorted(ts for b in commits.batches for ts in b) == [0, 1, 2]
