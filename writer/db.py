@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from common.events import Reaction
+from common.pg import create_pool_with_retry
 from common.schema import LATE_WRITES_CHANNEL
 
 # One statement, so one round trip and (outside a transaction block) one
@@ -64,6 +65,21 @@ async def ping(conn: asyncpg.Connection) -> None:
     await conn.fetchval("SELECT 1")
 
 
-async def prepare_connection(conn: asyncpg.Connection) -> None:
-    """Every writer connection commits durably, whatever the server default."""
-    await conn.execute("SET synchronous_commit = on")
+# Session settings of every writer connection, sent when it connects. They
+# are the session's defaults, so even a RESET ALL keeps them: a writer commits
+# durably whatever the server's or the database's default says.
+SESSION_SETTINGS = {"synchronous_commit": "on", "application_name": "reactions-writer"}
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook: writer sessions hold no state to reset.
+
+    asyncpg's default reset sends a query (unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL) on every release: one more round trip per batch, for nothing.
+    """
+
+
+async def open_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    return await create_pool_with_retry(
+        dsn, min_size=min_size, max_size=max_size, server_settings=SESSION_SETTINGS, reset=keep_session
+    )

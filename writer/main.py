@@ -11,7 +11,6 @@ from aiohttp import web
 
 from common.events import Reaction
 from common.hours import current_hour
-from common.pg import create_pool_with_retry
 from common.schema import migrate
 from writer import db
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter
@@ -22,8 +21,6 @@ from writer.settings import Settings
 
 log = logging.getLogger("reactions.writer")
 
-# Shows in pg_stat_activity, so operators (and tests) can tell writer sessions apart.
-APPLICATION_NAME = "reactions-writer"
 # How long shutdown waits for requests in flight (they wait on the last commit).
 SHUTDOWN_TIMEOUT_S = 30.0
 
@@ -41,13 +38,7 @@ def create_app(settings: Settings) -> web.Application:
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """The pool and the committer, made at start-up and drained at shutdown."""
     settings = app[SETTINGS]
-    pool = await create_pool_with_retry(
-        settings.dsn,
-        min_size=settings.flushers,
-        max_size=settings.pool_size,
-        init=db.prepare_connection,
-        server_settings={"application_name": APPLICATION_NAME},
-    )
+    pool = await db.open_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size)
     async with pool.acquire() as conn:
         await migrate(conn)
     app[POOL] = pool

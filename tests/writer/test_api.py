@@ -163,3 +163,24 @@ async def test_health_and_metrics(writer_client: WriterClient) -> None:
     text = await (await client.get("/metrics")).text()
     assert 'reactions_events_rejected_total{reason="event must be click or impression"} 1' in text
     assert "# TYPE reactions_commit_seconds histogram" in text
+
+
+async def test_writer_sessions_commit_durably_whatever_the_database_default(shard_dsn: str) -> None:
+    import asyncpg
+
+    from writer import db
+
+    admin = await asyncpg.connect(shard_dsn)
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f"ALTER DATABASE {database} SET synchronous_commit = off")
+    try:
+        pool = await db.open_pool(shard_dsn, min_size=1, max_size=1)
+        try:
+            for _ in range(2):  # the second time after a release to the pool
+                async with pool.acquire() as conn:
+                    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f"ALTER DATABASE {database} RESET synchronous_commit")
+        await admin.close()
