@@ -46,7 +46,7 @@ from common.hours import current_hour, hour_start_ms
 from common.schema import migrate
 from perf.wrk import run_wrk
 from sharding.postgres import LocalPostgres
-from tests.conftest import free_port
+from sharding.processes import free_port
 
 SHARDS = 3
 TARGET_BYTES_PER_USER = 150

@@ -10,7 +10,6 @@ Every process is started through sharding/processes.py and stopped by its pid.
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from sharding import nginx
 from sharding.cluster import REPO_ROOT, LocalCluster
 from sharding.config import Shard, Topology, load
-from sharding.processes import ProcessRecord, spawn, stop, wait_ready
+from sharding.processes import ProcessRecord, free_port, port_is_free, spawn, stop, wait_ready
 from sharding.settings import HOST, PORT_SPAN, ClusterSettings
 
 # A shard of the ceiling stack needs a DSN to be a valid shard; nothing connects to it.
@@ -30,25 +29,10 @@ NAIVE_POOL_SIZE = 64
 BENCH_PORT_FIRST, BENCH_PORT_LAST = 20_000, 60_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_cluster_port() -> int:
     """A PORT whose internal range (PORT..PORT+PORT_SPAN) looks unused."""
     for port in range(BENCH_PORT_FIRST, BENCH_PORT_LAST, PORT_SPAN):
-        if all(port_free(p) for p in (port, port + 101, port + 201, port + 301)):
+        if all(port_is_free(p) for p in (port, port + 101, port + 201, port + 301)):
             return port
     raise RuntimeError("no free port range for a bench cluster")
 

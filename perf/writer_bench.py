@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,7 @@ from pathlib import Path
 
 from perf.wrk import POST_SCRIPT, WrkResult, median_result, run_wrk
 from sharding.postgres import LocalPostgres
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from sharding.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = 100_000

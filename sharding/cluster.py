@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import string
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from typing import IO
 from sharding import nginx
 from sharding.config import Shard, Topology, load, save
 from sharding.postgres import LocalPostgres
-from sharding.processes import ProcessError, ProcessRecord, Registry, alive, spawn, stop, wait_ready
+from sharding.processes import ProcessError, ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
 from sharding.settings import (
     AGGREGATOR_PORT_OFFSET,
     HOST,
@@ -44,17 +43,6 @@ WRITER_STOP_TIMEOUT_S = 35.0
 
 class ClusterError(RuntimeError):
     """Something the user must act on; the message says what."""
-
-
-def port_is_free(port: int) -> bool:
-    """Whether nothing listens on the port (servers set SO_REUSEADDR, so TIME_WAIT does not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def shard_name(index: int) -> str:

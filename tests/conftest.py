@@ -8,7 +8,6 @@ databases on it. Tests that need to stop a server start one of their own
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,14 +17,9 @@ import pytest
 
 from common.schema import migrate
 from sharding.postgres import LocalPostgres
+from sharding.processes import free_port
 
 SHARD_DATABASES = ("shard_a", "shard_b", "shard_c")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def world_traversable_tmpdir(prefix: str) -> Path:

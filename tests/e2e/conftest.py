@@ -22,8 +22,9 @@ import pytest
 from yarl import URL
 
 from common.hours import MS_PER_HOUR, now_ms
-from sharding.cluster import LocalCluster, port_is_free
+from sharding.cluster import LocalCluster
 from sharding.config import Topology, load
+from sharding.processes import port_is_free
 from sharding.settings import PORT_SPAN, ClusterSettings
 from tests.conftest import world_traversable_tmpdir
 

@@ -27,7 +27,8 @@ import sys
 import time
 from collections import defaultdict
 
-from sharding.cluster import ClusterError, LocalCluster, port_is_free
+from sharding.cluster import ClusterError, LocalCluster
+from sharding.processes import port_is_free
 from sharding.settings import PORT_SPAN, ClusterSettings
 from tests.conftest import world_traversable_tmpdir
 from tests.faults.audit import AuditReport, audit

@@ -16,7 +16,8 @@ import asyncpg
 
 from common.hours import hour_of, now_ms
 from sharding.postgres import LocalPostgres
-from tests.conftest import free_port, reset_database
+from sharding.processes import free_port
+from tests.conftest import reset_database
 from tests.waiting import wait_until
 from tests.writer.conftest import WriterClient, rollup, stored_events
 
