@@ -25,6 +25,9 @@ MAX_TIMESTAMP_DIGITS = 19
 # A write may be at most this far ahead of the writer's clock: clients' clocks
 # drift a little, but an event from next week is a bug, not a reaction.
 MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+# Writes before 2000-01-01 are refused: such a timestamp is almost surely in
+# seconds, not milliseconds (1.7e9 ms is January 1970).
+MIN_WRITE_TIMESTAMP_MS = 946_684_800_000
 # Reads may ask for any hour up to year 9999 (later is certainly a bug).
 MAX_READ_TIMESTAMP_MS = 253_402_300_799_999
 # Client-chosen idempotency keys are opaque strings of bounded size.
@@ -95,13 +98,17 @@ def build_reaction(ts_raw: str, user_raw: str, event_raw: str, key_raw: str | No
     ts = parse_timestamp(ts_raw)
     if ts > now + MAX_FUTURE_SKEW_MS:
         raise bad_request("timestamp is in the future")
-    return Reaction(
+    reaction = Reaction(
         ts=ts,
         hour=hour_of(ts),
         username=parse_username(user_raw),
         event=parse_event(event_raw),
         idempotency_key=parse_idempotency_key(key_raw),
     )
+    # Last, so that every other reason is reported first.
+    if ts < MIN_WRITE_TIMESTAMP_MS:
+        raise bad_request("timestamp is before 2000: milliseconds since the epoch expected")
+    return reaction
 
 
 def require_utf8(raw_target: str) -> None:
@@ -151,7 +158,7 @@ def parse_query_write(query: MultiMapping[str], header_key: str | None, now: int
     """``POST /analytics?timestamp=..&user=..&event=..`` or ``&click`` / ``&impression``."""
     unknown = set(query) - QUERY_WRITE_PARAMS
     if unknown:
-        raise bad_request(f"unknown parameter {sorted(unknown)[0]}")
+        raise bad_request(f"unknown parameter: {sorted(unknown)[0]}")
     ts_raw = single(query, "timestamp")
     if ts_raw is None:
         raise bad_request("timestamp is required")
@@ -168,7 +175,7 @@ def parse_path_write(
     """``POST /analytics/{ts}/{user}/{event}`` (an ``id`` query parameter is allowed)."""
     unknown = set(query) - {"id"}
     if unknown:
-        raise bad_request(f"unknown parameter {sorted(unknown)[0]}")
+        raise bad_request(f"unknown parameter: {sorted(unknown)[0]}")
     return build_reaction(ts_raw, user_raw, event_raw, idempotency_key(query, header_key), now)
 
 

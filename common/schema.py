@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncpg
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Any constant works; it keeps two writers of one shard from migrating at once.
 MIGRATION_LOCK_ID = 0x52454143  # "REAC"
 
@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS reactions (
     event     smallint NOT NULL CHECK (event IN (1, 2)),
     idem_key  text
 );
-CREATE UNIQUE INDEX IF NOT EXISTS reactions_idem_key ON reactions (idem_key)
+-- An idempotency key is a client's own: two users may pick the same one.
+DROP INDEX IF EXISTS reactions_idem_key;
+CREATE UNIQUE INDEX IF NOT EXISTS reactions_user_idem_key ON reactions (username, idem_key)
     WHERE idem_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS hour_counts (
     hour         bigint PRIMARY KEY,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sharding import nginx
 from sharding.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
-from sharding.config import RETIRED, Topology, load, save
+from sharding.config import RETIRED, Shard, Topology, load, save
 from sharding.processes import ProcessRecord, alive, http_get, stop, wait_for, wait_ready
 from sharding.settings import AGGREGATOR_PORT_OFFSET, HOST
 
@@ -84,11 +84,7 @@ def add_shard(cluster: LocalCluster) -> str:
         names = {s.name for s in topology.shards}
         index = next(i for i in range(len(names) + 1) if shard_name(i) not in names)
         shard = cluster.new_shard(index, cluster.used_ports(topology))
-        step(f"shard {shard.name}: starting PostgreSQL on port {port_of_dsn(shard.dsn)}")
-        cluster.start_postgres(shard)
-        step(f"shard {shard.name}: starting its writer on {shard.writers[0]}")
-        for record in cluster.start_writers(shard):
-            wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+        start_shard_parts(cluster, shard)
         save(topology.with_shard(shard), cluster.shards_file)
         step(f"shard {shard.name}: in {cluster.shards_file}; waiting for every aggregator to read it")
         wait_aggregators_read(cluster, shard.name)
@@ -114,6 +110,23 @@ def add_aggregator(cluster: LocalCluster) -> str:
         save(grown, cluster.shards_file)
         step(f"{record.name} added")
         return record.name
+
+
+def start_shard_parts(cluster: LocalCluster, shard: Shard) -> None:
+    """The new shard's PostgreSQL and writer; if either fails, stop both (nothing is left behind)."""
+    step(f"shard {shard.name}: starting PostgreSQL on port {port_of_dsn(shard.dsn)}")
+    try:
+        cluster.start_postgres(shard)
+        step(f"shard {shard.name}: starting its writer on {shard.writers[0]}")
+        for record in cluster.start_writers(shard):
+            wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+    except BaseException:
+        for record in cluster.registry.all("writer"):
+            if record.shard == shard.name:
+                stop(record)
+                cluster.registry.remove(record.name)
+        cluster.postgres(shard).stop()
+        raise
 
 
 def retire_shard(cluster: LocalCluster, name: str) -> None:

@@ -23,7 +23,7 @@ COMMIT_BATCH = f"""
 WITH ev AS (
     INSERT INTO reactions (ts, hour, username, event, idem_key)
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::smallint[], $5::text[])
-    ON CONFLICT (idem_key) WHERE idem_key IS NOT NULL DO NOTHING
+    ON CONFLICT (username, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
     RETURNING hour, username, event
 ), per_hour AS (
     SELECT hour,
@@ -48,8 +48,17 @@ FROM hc WHERE hour <> $6
 """
 
 
-async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int) -> None:
-    """Commit a batch of reactions in one transaction (synchronous_commit on)."""
+async def commit_batch(
+    conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int, timeout_s: float | None = None
+) -> None:
+    """Commit a batch of reactions in one transaction (synchronous_commit on).
+
+    Batches with idempotency keys insert them in one order, (user, key), so
+    that two batches of one shard holding the same retried keys wait for each
+    other instead of deadlocking.
+    """
+    if any(r.idempotency_key is not None for r in batch):
+        batch = sorted(batch, key=lambda r: (r.username, r.idempotency_key or ""))
     await conn.execute(
         COMMIT_BATCH,
         [r.ts for r in batch],
@@ -58,6 +67,7 @@ async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], curr
         [int(r.event) for r in batch],
         [r.idempotency_key for r in batch],
         current_hour,
+        timeout=timeout_s,
     )
 
 

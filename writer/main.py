@@ -59,7 +59,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 def make_committer(settings: Settings, pool: asyncpg.Pool, metrics: WriterMetrics) -> Committer:
     async def commit(batch: Sequence[Reaction]) -> None:
         async with pool.acquire() as conn:
-            await db.commit_batch(conn, batch, current_hour())
+            await db.commit_batch(conn, batch, current_hour(), settings.commit_timeout_s)
 
     stats = BatchStats(on_commit=metrics.on_commit, on_failure=metrics.on_failure)
     if not settings.batching:

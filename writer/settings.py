@@ -25,6 +25,9 @@ class Settings:
     flushers: int = 1
     # False: one transaction per request (the naive design, a benchmark baseline).
     batching: bool = True
+    # A commit that takes longer fails its batch with 503 (not acknowledged)
+    # rather than blocking the flusher behind a stalled database forever.
+    commit_timeout_s: float = 10.0
     pool_size: int = 4
 
     @classmethod
@@ -38,6 +41,7 @@ class Settings:
             queue_max_events=env_int("REACTIONS_QUEUE_MAX_EVENTS", cls.queue_max_events, minimum=1),
             flushers=env_int("REACTIONS_FLUSHERS", cls.flushers, minimum=1),
             batching=env_bool("REACTIONS_BATCHING", cls.batching),
+            commit_timeout_s=env_float("REACTIONS_COMMIT_TIMEOUT_MS", cls.commit_timeout_s * 1000, 1.0) / 1000,
             pool_size=env_int("REACTIONS_POOL_SIZE", cls.pool_size, minimum=1),
         )
         if settings.pool_size < settings.flushers + 1:

@@ -25,7 +25,8 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
         require_utf8(request.raw_path)
         reaction = parse()
     except web.HTTPBadRequest as exc:
-        metrics.rejected.inc(1, (exc.text or "").strip())
+        # The reason up to any ":" (what follows may be client-chosen): bounded label values.
+        metrics.rejected.inc(1, (exc.text or "").partition(":")[0].strip())
         raise
     try:
         await request.app[COMMITTER].submit(reaction)

@@ -9,6 +9,7 @@ from multidict import MultiDict
 from common.events import (
     MAX_FUTURE_SKEW_MS,
     MAX_USERNAME_CHARS,
+    MIN_WRITE_TIMESTAMP_MS,
     Event,
     parse_path_write,
     parse_query_write,
@@ -37,8 +38,8 @@ def test_event_parameter_form() -> None:
 
 
 def test_bare_flag_form() -> None:
-    r = parse_query_write(query(("timestamp", "5"), ("user", "bob"), ("impression", "")), None, NOW)
-    assert (r.ts, r.username, r.event) == (5, "bob", Event.IMPRESSION)
+    r = parse_query_write(query(("timestamp", str(NOW)), ("user", "bob"), ("impression", "")), None, NOW)
+    assert (r.ts, r.username, r.event) == (NOW, "bob", Event.IMPRESSION)
 
 
 def test_path_form() -> None:
@@ -48,7 +49,7 @@ def test_path_form() -> None:
 
 def test_usernames_are_data() -> None:
     for name in ["O'Brien", 'a"b', "a&b", "100%", "Zoë", "🙂", "'; DROP TABLE reactions; --", "a b"]:
-        r = parse_query_write(query(("timestamp", "1"), ("user", name), ("click", "")), None, NOW)
+        r = parse_query_write(query(("timestamp", str(NOW)), ("user", name), ("click", "")), None, NOW)
         assert r.username == name
 
 
@@ -85,7 +86,7 @@ def test_usernames_are_data() -> None:
         ),
         ((("timestamp", "1"), ("user", "a"), ("click", "1")), "flag click takes no value"),
         ((("timestamp", "1"), ("user", "a"), ("click", ""), ("click", "")), "click must be given once"),
-        ((("timestamp", "1"), ("user", "a"), ("click", ""), ("colour", "red")), "unknown parameter colour"),
+        ((("timestamp", "1"), ("user", "a"), ("click", ""), ("colour", "red")), "unknown parameter: colour"),
     ],
 )
 def test_query_write_rejections(pairs: tuple[tuple[str, str], ...], expected: str) -> None:
@@ -109,7 +110,7 @@ def test_path_write_rejections(ts: str, user: str, event: str, expected: str) ->
 
 
 def test_idempotency_key_from_header_or_query() -> None:
-    base = (("timestamp", "1"), ("user", "a"), ("click", ""))
+    base = (("timestamp", str(NOW)), ("user", "a"), ("click", ""))
     assert parse_query_write(query(*base), "k1", NOW).idempotency_key == "k1"
     assert parse_query_write(query(*base, ("id", "k2")), None, NOW).idempotency_key == "k2"
     with pytest.raises(web.HTTPBadRequest):
@@ -134,3 +135,15 @@ def test_a_target_that_is_not_utf8_once_decoded_is_refused(target: str) -> None:
     with pytest.raises(web.HTTPBadRequest) as exc:
         require_utf8(target)
     assert reason(exc) == "the URL must be UTF-8 once percent-decoded"
+
+
+def test_seconds_are_refused_as_timestamps() -> None:
+    seconds = str(NOW // 1000)
+    with pytest.raises(web.HTTPBadRequest) as exc:
+        parse_path_write(seconds, "a", "click", query(), None, NOW)
+    assert reason(exc) == "timestamp is before 2000: milliseconds since the epoch expected"
+    assert parse_path_write(str(MIN_WRITE_TIMESTAMP_MS), "a", "click", query(), None, NOW).ts == MIN_WRITE_TIMESTAMP_MS
+    # Other reasons come first: the floor is checked last.
+    with pytest.raises(web.HTTPBadRequest) as exc:
+        parse_path_write("1", "a", "like", query(), None, NOW)
+    assert reason(exc) == "event must be click or impression"

@@ -84,7 +84,7 @@ def unique_users(count: int, prefix: str = "u") -> list[str]:
 
 def own_past_hour_ts() -> int:
     """A timestamp in a past hour that no other test uses (so its counts start at zero)."""
-    return (now_ms() // MS_PER_HOUR - random.randrange(48, 400_000)) * MS_PER_HOUR + random.randrange(MS_PER_HOUR)
+    return (now_ms() // MS_PER_HOUR - random.randrange(48, 200_000)) * MS_PER_HOUR + random.randrange(MS_PER_HOUR)
 
 
 async def post(session: aiohttp.ClientSession, url: str) -> int:

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from common.events import MIN_WRITE_TIMESTAMP_MS
 from common.hours import MS_PER_HOUR, now_ms
 from sharding.cluster import LocalCluster
 from tests.faults.faults import heal
@@ -50,7 +51,7 @@ def healthy(faults_cluster: LocalCluster) -> None:
 @pytest.fixture(scope="module")
 def hour() -> int:
     """A past hour of this module alone: whatever the shards hold in it came from here."""
-    return now_ms() // MS_PER_HOUR - random.randrange(100_000, 400_000)
+    return now_ms() // MS_PER_HOUR - random.randrange(100_000, 200_000)  # not before 2000 (refused)
 
 
 @dataclass
@@ -86,7 +87,7 @@ usernames = st.one_of(
 )
 # "OWN": a valid timestamp in the module's hour (most writes should be valid, so most are stored).
 timestamps = st.sampled_from(["OWN"] * 20 + ["", "-1", "1.5", "1e3", "0x10", " 1", "１２", "99999999999999999999",
-                                              "FUTURE", "abc"])
+                                              "FUTURE", "abc", "1700000000"])
 event_names = st.sampled_from(["click", "impression"] * 3 + ["Click", "like", ""])
 
 
@@ -116,7 +117,7 @@ def model(write: Write, ts: str, key: str | None) -> int:
     query_bad = write.form != "path" and bool(set(write.extras) & {"dup_user", "unknown", "both"})
     query_bad |= write.form == "flag" and "flag_value" in write.extras
     path_bad = write.form == "path" and "unknown" in write.extras
-    ts_ok = ts.isascii() and ts.isdigit() and len(ts) <= 19 and int(ts) <= now_ms()
+    ts_ok = ts.isascii() and ts.isdigit() and len(ts) <= 19 and MIN_WRITE_TIMESTAMP_MS <= int(ts) <= now_ms()
     user_ok = 1 <= len(write.user) <= 128 and write.user.isprintable()
     ok = ts_ok and user_ok and write.event in EVENTS and not query_bad and not path_bad
     return 204 if ok else 400
