@@ -42,9 +42,13 @@ class IncompleteAnswer(Exception):
 
 
 class FanOut:
-    def __init__(self, timeout_s: float, metrics: AggregatorMetrics) -> None:
+    def __init__(self, timeout_s: float, metrics: AggregatorMetrics, cold_read_slots: int) -> None:
         self.timeout_s = timeout_s
         self._metrics = metrics
+        # Cold reads share each shard's pool with the refresher; bounding them
+        # keeps connections free so that the live hours and the version check
+        # are refreshed however many cold reads are waiting.
+        self._cold_reads = asyncio.Semaphore(cold_read_slots)
 
     async def gather(self, shards: Iterable[ShardHandle], fetch: Fetch[T]) -> tuple[dict[str, T], list[ShardFailure]]:
         """Run ``fetch`` on every shard; split answers from failures."""
@@ -77,9 +81,10 @@ class FanOut:
 
     async def read_hour(self, shards: Iterable[ShardHandle], hour: int) -> HourAnswer:
         """A cold read of a whole hour from every shard; IncompleteAnswer if any fails."""
-        started = time.monotonic()
-        answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hour(conn, hour))
-        self._metrics.fanout_seconds.observe(time.monotonic() - started)
+        async with self._cold_reads:
+            started = time.monotonic()
+            answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hour(conn, hour))
+            self._metrics.fanout_seconds.observe(time.monotonic() - started)
         if failures:
             raise IncompleteAnswer(failures)
         return merge(answers)

@@ -112,6 +112,17 @@ class LiveHours:
         self._fanout = fanout
         self.hours: dict[int, LiveHour] = {}
 
+    def forget_shards(self, removed: Iterable[str]) -> None:
+        """Rebuild every live hour holding a cursor for a removed shard.
+
+        A shard whose DSN changed is reported removed (and added under the same
+        name): its old cursor says nothing about the new database.
+        """
+        gone = frozenset(removed)
+        for live in self.hours.values():
+            if not gone.isdisjoint(live.cursors):
+                live.needs_rebuild = True
+
     async def refresh(self, shards: ShardSet, wanted: Iterable[int], now_ms: int,
                       on_retired: Callable[[LiveHour], None]) -> bool:
         """Refresh every live hour; True if every shard answered for every hour.

@@ -44,7 +44,7 @@ async def aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
         "reactions_shard_read", "Shards this aggregator reads (1 each), by name and state.", ["shard", "state"],
         lambda: {(h.name, h.shard.state): 1.0 for h in shards},
     )
-    app[FANOUT] = fanout = FanOut(settings.shard_timeout_s, metrics)
+    app[FANOUT] = fanout = FanOut(settings.shard_timeout_s, metrics, settings.cold_read_slots)
     app[LIVE] = live = LiveHours(fanout)
     app[PAST] = past = PastHours(settings.past_cache_hours, fanout, metrics)
     listener = None

@@ -4,8 +4,9 @@
   flight); the shared read is shielded, so one client leaving does not cancel
   it for the others.
 - A late-write notification drops the hour. One that arrives while the hour is
-  being computed marks that computation dirty: its answer is served to the
-  requests waiting on it but not cached.
+  being computed marks that computation dirty and takes it out of the
+  in-flight map: its answer is served to the requests already waiting on it
+  but not cached, and later requests start a new read.
 - The version check (the backstop for missed notifications): every cached
   answer remembers each shard's version of the hour, read in the same
   snapshot as its users; any shard now at another version drops the hour.
@@ -42,6 +43,8 @@ class PastHours:
     def __init__(self, max_hours: int, fanout: FanOut, metrics: AggregatorMetrics) -> None:
         self._cache: LRUCache[int, HourAnswer] = LRUCache(maxsize=max_hours)
         self._flights: dict[int, Flight] = {}
+        # Every read still running, joinable or not, so that close() stops them all.
+        self._running: set[asyncio.Task[HourAnswer]] = set()
         self._fanout = fanout
         self._metrics = metrics
 
@@ -61,10 +64,12 @@ class PastHours:
     def _take_off(self, shards: ShardSet, hour: int) -> Flight:
         flight = Flight(asyncio.create_task(self._fanout.read_hour(shards, hour), name=f"past-hour-{hour}"))
         self._flights[hour] = flight
+        self._running.add(flight.task)
         flight.task.add_done_callback(lambda _task: self._land(hour, flight))
         return flight
 
     def _land(self, hour: int, flight: Flight) -> None:
+        self._running.discard(flight.task)
         if self._flights.get(hour) is flight:
             del self._flights[hour]
         if flight.task.cancelled() or flight.task.exception() is not None:
@@ -76,8 +81,8 @@ class PastHours:
         """Forget ``hour``: a late write (notification or version change) touched it."""
         if self._cache.pop(hour, None) is not None:
             self._metrics.invalidations.inc(1, cause)
-        flight = self._flights.get(hour)
-        if flight is not None:
+        flight = self._flights.pop(hour, None)
+        if flight is not None:  # its answer may predate the write: not joined, not cached
             flight.dirty = True
 
     def clear(self, cause: str) -> None:
@@ -86,6 +91,7 @@ class PastHours:
             self.invalidate(hour, cause)
         for flight in self._flights.values():
             flight.dirty = True
+        self._flights.clear()
 
     def seed(self, hour: int, answer: HourAnswer) -> None:
         """Cache an answer known complete (an hour that just stopped being live)."""
@@ -118,7 +124,7 @@ class PastHours:
         return Cache.__getitem__(self._cache, hour)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        tasks = [flight.task for flight in self._flights.values()]
+        tasks = list(self._running)
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -57,6 +57,7 @@ class Refresher:
         if change is not None:
             log.info("shards changed: added %s, removed %s", list(change.added), list(change.removed))
             self._past.clear("topology")
+            self._live.forget_shards(change.removed)
             if self._listener is not None:
                 self._listener.sync(self._shards)
         now = self._settings.clock()

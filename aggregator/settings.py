@@ -12,6 +12,10 @@ from common.settings import SettingsError, env_bool, env_float, env_int, env_str
 MIN_REFRESH_INTERVAL_MS = 20.0
 # Below this a healthy shard on a busy machine would be reported as failing.
 MIN_SHARD_TIMEOUT_MS = 50.0
+# Connections per shard that cold reads leave free: the live-hour refresh and
+# the version check run together every tick, so cold reads never starve them
+# (a second live hour near the turn waits only for one of those short reads).
+REFRESHER_CONNECTIONS = 2
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,18 @@ class Settings:
     shard_timeout_s: float = 2.0
     # Past hours kept (one small entry each: a body and a version per shard).
     past_cache_hours: int = 4096
-    # Connections per shard: the refresher, the version check, concurrent cold reads.
+    # Connections per shard: the refresher, the version check, and at most
+    # pool_size - REFRESHER_CONNECTIONS (at least 1) concurrent cold reads.
     pool_size: int = 4
     # False: no LISTEN; only the version check notices late writes (tests use it).
     listen_for_late_writes: bool = True
     # Milliseconds since the epoch; injectable so tests can place "now".
     clock: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
+
+    @property
+    def cold_read_slots(self) -> int:
+        """Cold fan-outs in flight at once: the pool less what the refresher needs (at least one)."""
+        return max(1, self.pool_size - REFRESHER_CONNECTIONS)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
+import pytest
+
+from aggregator import db
 from aggregator.keys import LISTENER, LIVE, METRICS, PAST, SHARDS
 from tests.aggregator.conftest import (
     Clock,
@@ -19,6 +23,14 @@ from tests.aggregator.conftest import (
 
 # Longer than any test: the background refresh (and its version check) never runs.
 NO_REFRESH_S = 3600.0
+# An advisory lock key only these tests take: cold reads wait on it inside PostgreSQL.
+HOLD_KEY = 4242
+# Cold reads of this shard's database now waiting for HOLD_KEY (each holds a pooled connection).
+WAITING_ON_HOLD = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND objid::bigint = $1 AND NOT granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 
 async def test_live_hour_follows_writes_from_memory(shard_dsns: list[str], clock: Clock,
@@ -95,3 +107,85 @@ async def test_notification_during_a_cold_read_is_not_cached(shard_dsns: list[st
     assert past not in past_hours
     await write(shard_dsns[1], past, ["late"], clock.hour)
     assert await get_hour(client, past) == (200, body(2, 2, 0))
+
+
+async def test_cold_reads_never_starve_the_refresher(shard_dsns: list[str], clock: Clock,
+                                                     make_aggregator: MakeAggregator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn, past = shard_dsns[0], clock.hour - 3
+    await write(dsn, past, ["old"], clock.hour)
+    fetch_hour = db.fetch_hour
+
+    async def held_fetch_hour(conn: asyncpg.Connection, hour: int) -> db.ShardHour:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", HOLD_KEY)  # busy in PostgreSQL
+        return await fetch_hour(conn, hour)
+
+    monkeypatch.setattr(db, "fetch_hour", held_fetch_hour)
+    # A shard timeout longer than the test: no timeout frees the connections the cold reads hold.
+    client = await make_aggregator(shard_dsns=(dsn,), pool_size=4, shard_timeout_s=60.0,
+                                   listen_for_late_writes=False)
+    await cache_past_hour(client, past, body(1, 1, 0))
+    holder = await asyncpg.connect(dsn)
+    cold: list[asyncio.Task[tuple[int, str]]] = []
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", HOLD_KEY)
+        cold = [asyncio.create_task(get_hour(client, past - 1 - i)) for i in range(8)]
+
+        async def cold_reads_held() -> bool:
+            return await holder.fetchval(WAITING_ON_HOLD, HOLD_KEY) >= 2
+
+        await wait_until(cold_reads_held, "cold reads holding connections")
+        await write(dsn, clock.hour, ["ann"], clock.hour)
+        await write(dsn, past, ["late"], current_hour=past)  # no notification: only the version check sees it
+        await wait_for_body(client, clock.hour, body(1, 1, 0))
+
+        async def dropped() -> bool:
+            return past not in client.app[PAST]
+
+        await wait_until(dropped, "the version check to drop the changed past hour")
+        assert await holder.fetchval(WAITING_ON_HOLD, HOLD_KEY) == 2  # pool_size 4 less the refresher's 2
+    finally:
+        await holder.close()  # lets the cold reads go
+        answers = await asyncio.gather(*cold)
+    assert set(answers) == {(200, body(0, 0, 0))}
+    assert await get_hour(client, past) == (200, body(2, 2, 0))
+
+
+async def test_request_after_a_notification_starts_a_new_read(shard_dsns: list[str], clock: Clock,
+                                                              make_aggregator: MakeAggregator,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn, past = shard_dsns[0], clock.hour - 4
+    await write(dsn, past, ["old"], clock.hour)
+    first_read, let_go = asyncio.Event(), asyncio.Event()
+    fetch_hour = db.fetch_hour
+
+    async def first_read_held(conn: asyncpg.Connection, hour: int) -> db.ShardHour:
+        answer = await fetch_hour(conn, hour)
+        if not first_read.is_set():  # hold the first answer, read before the late write
+            first_read.set()
+            await let_go.wait()
+        return answer
+
+    monkeypatch.setattr(db, "fetch_hour", first_read_held)
+    # A shard timeout longer than the test: the held read ends only when the test lets it go.
+    client = await make_aggregator(shard_dsns=(dsn,), refresh_interval_s=NO_REFRESH_S, shard_timeout_s=60.0,
+                                   listen_for_late_writes=False)
+    first = asyncio.create_task(get_hour(client, past))
+    try:
+        async def read() -> bool:
+            return first_read.is_set()
+
+        await wait_until(read, "the first read to have its answer")
+        await write(dsn, past, ["late"], clock.hour)
+        client.app[PAST].invalidate(past, "notify")  # the late write's notification lands
+        second = asyncio.create_task(get_hour(client, past))
+
+        async def answered() -> bool:
+            return second.done()
+
+        await wait_until(answered, "a request after the notification to answer without the old read")
+        assert second.result() == (200, body(2, 2, 0))
+    finally:
+        let_go.set()
+    assert await first == (200, body(1, 1, 0))  # asked before the notification: the old answer is fine
+    assert client.app[PAST].cached(past) == body(2, 2, 0).encode()

@@ -49,6 +49,19 @@ async def test_removed_shard_rebuilds_the_live_hour(shard_dsns: list[str], clock
     await wait_for_body(client, clock.hour, body(2, 2, 0))
 
 
+async def test_shard_moved_to_another_database_is_read_afresh(shard_dsns: list[str], clock: Clock, tmp_path: Path,
+                                                              make_aggregator: MakeAggregator) -> None:
+    path = tmp_path / "shards.json"
+    shard_file(path, shard_dsns[:2])
+    await write(shard_dsns[0], clock.hour, ["ann"], clock.hour)
+    await write(shard_dsns[1], clock.hour, ["cy"], clock.hour)
+    await write(shard_dsns[2], clock.hour, ["bob", "dan"], clock.hour)  # version 1: a's cursor, not above it
+    client = await make_aggregator(shards_file=str(path))
+    assert await get_hour(client, clock.hour) == (200, body(2, 2, 0))
+    shard_file(path, [shard_dsns[2], shard_dsns[1]])  # same name a, new database
+    await wait_for_body(client, clock.hour, body(3, 3, 0))
+
+
 async def test_bad_shard_file_keeps_the_current_shards(shard_dsns: list[str], clock: Clock, tmp_path: Path,
                                                        make_aggregator: MakeAggregator) -> None:
     path = tmp_path / "shards.json"
