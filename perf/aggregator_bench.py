@@ -160,7 +160,7 @@ async def traced_live_bytes(dsns: list[str], hour: int) -> int:
     """tracemalloc of one LiveHour (user dict, its strings, cursors) built by the aggregator's own code."""
     shards = ShardSet(None, tuple(dsns), pool_size=2)
     await shards.open()
-    live = LiveHours(FanOut(60.0, AggregatorMetrics.create()))
+    live = LiveHours(FanOut(60.0, AggregatorMetrics.create(), cold_read_slots=1))
     try:
         await live.refresh(shards, [hour], 0, lambda _: None)  # warm the pools and statements
         live.hours.clear()
