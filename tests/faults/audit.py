@@ -165,14 +165,24 @@ async def converge(base: str, hour: int, expected: HourCounts, bounds: Bounds, s
     return last
 
 
-async def confirm(sources: Sequence[str], hour: int, expected: HourCounts, wrong: list[str]) -> None:
-    """Once converged, every aggregator (and nginx again) must answer the same, complete."""
+async def confirm(sources: Sequence[str], hour: int, expected: HourCounts, settled_at: float,
+                  wrong: list[str]) -> None:
+    """Once converged, every aggregator (and nginx again) must answer the same, complete.
+
+    Replicas refresh independently: until the staleness bound has passed
+    (``settled_at``), one may still answer an older complete snapshot.
+    """
     async with aiohttp.ClientSession() as session:
         for source in sources:
-            status, stale, counted = await get_hour(session, source, hour)
-            if status != 200 or stale or counted != expected:
-                wrong.append(f"hour {hour} via {source}: status {status}, stale={stale}, answered {counted}, "
-                             f"stored {expected}")
+            while True:
+                status, stale, counted = await get_hour(session, source, hour)
+                if status == 200 and not stale and counted == expected:
+                    break
+                if time.monotonic() > settled_at:
+                    wrong.append(f"hour {hour} via {source}: status {status}, stale={stale}, answered {counted}, "
+                                 f"stored {expected}")
+                    break
+                await asyncio.sleep(POLL_S)
 
 
 async def audit(name: str, base: str, aggregators: Sequence[str], dsns: Sequence[str], record: AuditRecord,
@@ -197,7 +207,7 @@ async def audit(name: str, base: str, aggregators: Sequence[str], dsns: Sequence
             baseline = record.baseline.get(hour, HourCounts(0, 0, 0))
             report.counted += counted.clicks + counted.impressions - baseline.clicks - baseline.impressions
         if counted == expected:
-            await confirm([base] * CONFIRM_READS + list(aggregators), hour, expected, report.wrong)
+            await confirm([base] * CONFIRM_READS + list(aggregators), hour, expected, settled_at, report.wrong)
     return report
 
 
