@@ -30,6 +30,8 @@ class Settings:
     port: int = 8201
     # The live hour lags commits by at most this (DESIGN invariant 5).
     refresh_interval_s: float = 1.0
+    # Live answers older than this are marked stale; None: twice the refresh interval.
+    live_max_lag_s: float | None = None
     # How long after the hour turns the previous hour stays live: late events
     # from clients whose clocks lag still land there, so keep it in memory.
     grace_s: float = 300.0
@@ -44,6 +46,16 @@ class Settings:
     listen_for_late_writes: bool = True
     # Milliseconds since the epoch; injectable so tests can place "now".
     clock: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
+
+    @property
+    def stale_after_ms(self) -> float:
+        """A live answer whose snapshot is older than this is marked stale.
+
+        A refresh that is slow but not yet failed (up to the shard timeout)
+        would otherwise serve an old snapshot as fresh: this keeps invariant 5
+        exact, at twice the refresh interval unless configured.
+        """
+        return 1000 * (self.live_max_lag_s if self.live_max_lag_s is not None else 2 * self.refresh_interval_s)
 
     @property
     def cold_read_slots(self) -> int:
@@ -62,6 +74,7 @@ class Settings:
             host=env_str("REACTIONS_HOST", cls.host),
             port=env_int("REACTIONS_PORT", cls.port, minimum=1),
             refresh_interval_s=env_float("REACTIONS_REFRESH_INTERVAL_MS", 1000.0, MIN_REFRESH_INTERVAL_MS) / 1000,
+            live_max_lag_s=(env_float("REACTIONS_LIVE_MAX_LAG_MS", 0.0, MIN_REFRESH_INTERVAL_MS) / 1000) or None,
             grace_s=env_float("REACTIONS_GRACE_S", cls.grace_s),
             shard_timeout_s=env_float("REACTIONS_SHARD_TIMEOUT_MS", 2000.0, MIN_SHARD_TIMEOUT_MS) / 1000,
             past_cache_hours=env_int("REACTIONS_PAST_CACHE_HOURS", cls.past_cache_hours, minimum=1),

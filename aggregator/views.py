@@ -59,19 +59,28 @@ async def get_analytics(request: web.Request) -> web.Response:
     live = app[LIVE].hours.get(hour)
     if live is None:
         return await cold_answer(app, hour)
-    body = live.body
-    if body is not None and live.stale_since_ms is None:  # the hot path, kept inline
+    body, settings = live.body, app[SETTINGS]
+    if (  # the hot path, kept inline: a complete snapshot young enough to be fresh
+        body is not None
+        and live.stale_since_ms is None
+        and live.last_complete_ms is not None
+        and settings.clock() - live.last_complete_ms <= settings.stale_after_ms
+    ):
         app[METRICS].reads.inc(1, "live")
         return web.Response(body=body, headers=TEXT_PLAIN)
     return live_answer(app, live)
 
 
 def live_answer(app: web.Application, live: LiveHour) -> web.Response:
-    """From memory only: the latest snapshot, marked stale while some shard fails."""
+    """From memory only: the latest snapshot, marked stale while some shard fails or refreshes lag."""
     body, stale_since = live.body, live.stale_since_ms
     if body is None:
         app[METRICS].refused.inc(1, "503")
         raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet")
+    settings = app[SETTINGS]
+    if stale_since is None and live.last_complete_ms is not None \
+            and settings.clock() - live.last_complete_ms > settings.stale_after_ms:
+        stale_since = live.last_complete_ms
     if stale_since is None:
         app[METRICS].reads.inc(1, "live")
         return plain(body)

@@ -189,3 +189,18 @@ async def test_request_after_a_notification_starts_a_new_read(shard_dsns: list[s
         let_go.set()
     assert await first == (200, body(1, 1, 0))  # asked before the notification: the old answer is fine
     assert client.app[PAST].cached(past) == body(2, 2, 0).encode()
+
+
+async def test_a_live_snapshot_older_than_the_bound_is_marked_stale(
+    shard_dsns: list[str], clock: Clock, make_aggregator: MakeAggregator
+) -> None:
+    # No refresh after start-up: the snapshot only ages.
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), refresh_interval_s=3600.0, live_max_lag_s=1.0)
+    params = {"timestamp": str(clock.now_ms)}
+    fresh = await client.get("/analytics", params=params)
+    assert fresh.status == 200 and "X-Reactions-Stale" not in fresh.headers
+    clock.now_ms += 1_500
+    aged = await client.get("/analytics", params=params)
+    assert aged.status == 200
+    assert aged.headers["X-Reactions-Stale"] == "true"
+    assert await aged.text() == await fresh.text()
