@@ -155,7 +155,9 @@ async def converge(base: str, hour: int, expected: HourCounts, bounds: Bounds, s
                 last = counted
                 if counted == expected:
                     return counted
-                if time.monotonic() > settled_at or not bounds.holds(counted):
+                # Until the staleness bound has passed, an answer may still lag
+                # (below the final counts); it may never exceed what was sent.
+                if time.monotonic() > settled_at or bounds.exceeded_by(counted):
                     wrong.append(f"hour {hour}: answered {counted}, stored {expected}, allowed {bounds.low}"
                                  f" .. {bounds.high}")
                     return counted

@@ -72,6 +72,10 @@ class Bounds:
     def holds(self, counted: HourCounts) -> bool:
         return all(getattr(self.low, f) <= getattr(counted, f) <= getattr(self.high, f) for f in FIELDS)
 
+    def exceeded_by(self, counted: HourCounts) -> bool:
+        """More than was ever sent: wrong at any time (a lagging answer may only be below)."""
+        return any(getattr(counted, f) > getattr(self.high, f) for f in FIELDS)
+
 
 FIELDS = ("unique_users", "clicks", "impressions")
 
