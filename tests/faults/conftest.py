@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
 
+from common.hours import MS_PER_HOUR, now_ms
 from sharding.cluster import LocalCluster
 from tests.e2e.conftest import start_cluster
 from tests.faults.faults import heal
@@ -28,3 +30,15 @@ async def cluster(faults_cluster: LocalCluster) -> LocalCluster:
     """The shared cluster with every part running (a test before may have stopped some)."""
     await asyncio.to_thread(heal, faults_cluster)
     return faults_cluster
+
+
+@pytest.fixture(scope="module")
+def healthy(faults_cluster: LocalCluster) -> None:
+    """Every part running (a fault test before may have stopped some)."""
+    heal(faults_cluster)
+
+
+@pytest.fixture(scope="module")
+def hour() -> int:
+    """A past hour of one module alone: whatever the shards hold in it came from there."""
+    return now_ms() // MS_PER_HOUR - random.randrange(100_000, 200_000)  # not before 2000 (refused)

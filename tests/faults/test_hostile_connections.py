@@ -15,25 +15,17 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from common.hours import MS_PER_HOUR, now_ms
+from common.hours import MS_PER_HOUR
 from sharding.cluster import LocalCluster
-from tests.faults.faults import heal
 from tests.faults.raw_http import exchange, request, stored_in_hour
+
+# Every part running (a fault test before may have stopped some).
+pytestmark = pytest.mark.usefixtures("healthy")
 
 # Slow and idle clients held open while others are served (bounded: seconds, not minutes).
 SLOW_CLIENTS = 200
 SLOW_CLIENT_SECONDS = 3.0
 IDLE_CONNECTIONS = 1000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def healthy(faults_cluster: LocalCluster) -> None:
-    heal(faults_cluster)
-
-
-@pytest.fixture(scope="module")
-def hour() -> int:
-    return now_ms() // MS_PER_HOUR - random.randrange(100_000, 200_000)  # not before 2000 (refused)
 
 
 def write_target(hour: int, user: str, i: int = 0) -> str:

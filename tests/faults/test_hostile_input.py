@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from common.events import MIN_WRITE_TIMESTAMP_MS
 from common.hours import MS_PER_HOUR, now_ms
 from sharding.cluster import LocalCluster
-from tests.faults.faults import heal
 from tests.faults.raw_http import (
     ALLOWED_STATUSES,
     exchange,
@@ -35,23 +34,14 @@ from tests.faults.raw_http import (
     total_events,
 )
 
+# Every part running (a fault test before may have stopped some).
+pytestmark = pytest.mark.usefixtures("healthy")
+
 EVENTS = {"click": 1, "impression": 2}
 # SQL and URL metacharacters, quotes, escapes, unicode, emoji: usernames are data.
 NASTY = ["'; DROP TABLE reactions; --", "Robert'); DELETE FROM hour_users;--", '"quoted"', "a\\b", "$1", "%s",
          "%%", "100%", "a&b=c", "x?y#z", "a/b", "a+b", " lead", "trail ", "ünïcödé", "名前", "🙂👍🏽", "' OR '1'='1",
          "NULL", "\\x00", "E'\\\\'", "$$; SELECT 1; $$", "--", "/*", "*/", ";", "`rm`", "<script>", "a" * 128]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def healthy(faults_cluster: LocalCluster) -> None:
-    """Every part running (a fault test before may have stopped some)."""
-    heal(faults_cluster)
-
-
-@pytest.fixture(scope="module")
-def hour() -> int:
-    """A past hour of this module alone: whatever the shards hold in it came from here."""
-    return now_ms() // MS_PER_HOUR - random.randrange(100_000, 200_000)  # not before 2000 (refused)
 
 
 @dataclass
