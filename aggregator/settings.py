@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from common.hours import now_ms
 from common.settings import SettingsError, env_bool, env_float, env_int, env_str
@@ -47,7 +48,7 @@ class Settings:
     # Milliseconds since the epoch; injectable so tests can place "now".
     clock: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
 
-    @property
+    @cached_property
     def stale_after_ms(self) -> float:
         """A live answer whose snapshot is older than this is marked stale.
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from multidict import MultiMapping
 
-from common.hours import MS_PER_HOUR, hour_of, now_ms
+from common.hours import hour_of
 
 # Usernames are 1..128 characters: long enough for any real handle or e-mail,
 # short enough that one row stays small and a user cannot bloat the sets.
@@ -196,14 +196,3 @@ def parse_read_hour(query: MultiMapping[str]) -> int:
         raise bad_request("timestamp is out of range")
     return hour_of(ts)
 
-
-__all__ = [
-    "MS_PER_HOUR",
-    "Event",
-    "Reaction",
-    "now_ms",
-    "parse_path_write",
-    "parse_query_write",
-    "parse_read_hour",
-    "require_utf8",
-]

@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from perf.wrk import POST_SCRIPT, WrkResult, median_result, run_wrk
 from sharding.postgres import LocalPostgres
-from sharding.processes import free_port
+from sharding.processes import free_port, spawn, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = 100_000
@@ -33,28 +30,13 @@ BATCHED = "group commit (default)"
 @contextlib.contextmanager
 def writer(dsn: str, port: int, log: Path, **env: str) -> Iterator[str]:
     """A writer process on ``port``; SIGTERM (drain) on the way out."""
-    environ = {**os.environ, "REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT), **env}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "writer.main"], env=environ, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
+    record = spawn("writer", "writer", [sys.executable, "-m", "writer.main"], port=port, log=log, cwd=ROOT,
+                   env={"REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT), **env})
     try:
-        wait_ready(f"{url}/readyz", proc)
-        yield url
+        wait_ready(record, timeout_s=30)
+        yield f"http://{record.address}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"process for {url} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready after {timeout}s")
+        stop(record, timeout_s=60)
 
 
 def row(name: str, r: WrkResult, base: WrkResult) -> str:

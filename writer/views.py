@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from common.events import Reaction, now_ms, parse_path_write, parse_query_write, require_utf8
+from common.events import Reaction, parse_path_write, parse_query_write, require_utf8
+from common.hours import now_ms
 from writer import db
 from writer.batcher import CommitFailed, Overloaded, ShuttingDown
 from writer.keys import COMMITTER, METRICS, POOL
