@@ -14,13 +14,21 @@ lock on its hours' ``hour_counts`` rows before it adds users, and keeps it to
 commit. So within one hour, versions become visible in order, and "everything
 above v" never skips a row that commits late. A global sequence value is
 taken before commit and can become visible out of order.
+
+Identity: a shard is a database, not a DSN (README, Invariants). What changes
+when the database behind a DSN is replaced is read by ``reactions_identity()``:
+the cluster's ``system_identifier`` (a new initdb), the database's OID (a
+re-created database), the current timeline (a promoted standby or a
+point-in-time restore) and ``schema_info.shard_uuid``, made when the schema is
+created. A base backup or a dump copies the UUID, so every restore ends with
+``UPDATE schema_info SET shard_uuid = gen_random_uuid()``.
 """
 
 from __future__ import annotations
 
 import asyncpg
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Any constant works; it keeps two writers of one shard from migrating at once.
 MIGRATION_LOCK_ID = 0x52454143  # "REAC"
 
@@ -54,6 +62,26 @@ CREATE TABLE IF NOT EXISTS schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL
 );
+-- A volatile default: the existing row of an older schema gets its own UUID too.
+ALTER TABLE schema_info ADD COLUMN IF NOT EXISTS shard_uuid uuid NOT NULL DEFAULT gen_random_uuid();
+-- One row per writer, rewritten by its health probe: a durable commit that
+-- fails when the shard cannot commit (frozen, cut off, read-only, disk full).
+CREATE TABLE IF NOT EXISTS writer_heartbeat (
+    writer  text PRIMARY KEY,
+    beats   bigint NOT NULL,
+    at      timestamptz NOT NULL
+);
+-- The timeline is the first 8 hex digits of the current WAL file's name (a
+-- checkpoint's timeline lags a promotion); a standby reports its last checkpoint's.
+CREATE OR REPLACE FUNCTION reactions_identity(
+    OUT system_identifier bigint, OUT database_oid bigint, OUT timeline integer, OUT shard_uuid uuid
+) LANGUAGE sql STABLE AS $$
+    SELECT (SELECT c.system_identifier FROM pg_control_system() c),
+           (SELECT d.oid::bigint FROM pg_database d WHERE d.datname = current_database()),
+           CASE WHEN pg_is_in_recovery() THEN (SELECT k.timeline_id FROM pg_control_checkpoint() k)
+                ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::integer END,
+           (SELECT s.shard_uuid FROM schema_info s)
+$$;
 """
 
 # Writers NOTIFY this channel with the hour (as text) of every committed

@@ -7,11 +7,19 @@ in one transaction, then resolves every future of the batch: with None once
 committed, with the error if the commit failed. ``batch_max_wait_ms`` bounds
 how long a flusher lingers for a fuller batch when the one it holds is small
 and another commit is already in flight.
+
+Every event has one of three outcomes (README, Invariants): committed (the
+future resolves), ``NotStored`` (certainly not committed: refused before it
+reached the database, or rolled back by it) or ``OutcomeUnknown`` (the commit
+was sent and its answer lost). An event that waited longer than
+``max_queue_wait_s`` for its commit to start is refused, never sent: so that
+every request is answered within queue wait + commit bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,23 +32,40 @@ log = logging.getLogger(__name__)
 CommitFn = Callable[[Sequence[Reaction]], Awaitable[None]]
 
 
-class Overloaded(Exception):
-    """The queue is full: the caller should answer 503 with Retry-After."""
-
-
-class ShuttingDown(Exception):
-    """The writer no longer takes events."""
-
-
 class CommitFailed(Exception):
-    """The batch holding the event was not committed."""
+    """The event was not acknowledged; the subclass says whether it may be stored."""
+
+
+class NotStored(CommitFailed):
+    """Certainly not committed: answer 503 with Retry-After; a retry cannot count it twice."""
+
+
+class OutcomeUnknown(CommitFailed):
+    """The commit was sent and its outcome is unknown: the client retries with the same key."""
+
+
+class Overloaded(NotStored):
+    """The queue is full."""
+
+
+class ShuttingDown(NotStored):
+    """The writer no longer takes events."""
 
 
 @dataclass
 class Batch:
     reactions: list[Reaction] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    # When each event joined (monotonic, so non-decreasing): for the queue-wait bound.
+    arrived: list[float] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
+
+    def split(self, at: int) -> Batch:
+        """Keep the first ``at`` events here; return the others as a new batch."""
+        opened_at = self.arrived[at] if at < len(self.arrived) else time.monotonic()
+        rest = Batch(self.reactions[at:], self.waiters[at:], self.arrived[at:], opened_at)
+        del self.reactions[at:], self.waiters[at:], self.arrived[at:]
+        return rest
 
 
 @dataclass
@@ -60,11 +85,13 @@ class GroupCommitter:
         max_wait_s: float,
         queue_max: int,
         flushers: int,
+        max_queue_wait_s: float = float("inf"),
         stats: BatchStats | None = None,
     ) -> None:
         self._commit = commit
         self._max_events = max_events
         self._max_wait_s = max_wait_s
+        self._max_queue_wait_s = max_queue_wait_s
         self._queue_max = queue_max
         self._flushers_wanted = flushers
         self._stats = stats or BatchStats()
@@ -73,11 +100,22 @@ class GroupCommitter:
         self._in_flight = 0  # batches being committed
         self._wakeup = asyncio.Event()
         self._closing = False
+        # Why events are refused at once (the database cannot commit), or None.
+        self._refusing: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    def refuse(self, reason: str) -> None:
+        """Refuse new events at once, and the open batch too: none of it was sent."""
+        self._refusing = reason
+        batch, self._open = self._open, Batch()
+        self._resolve(batch, NotStored(reason))
+
+    def resume(self) -> None:
+        self._refusing = None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flush_loop(), name=f"flusher-{i}")
@@ -86,14 +124,18 @@ class GroupCommitter:
     async def submit(self, reaction: Reaction) -> None:
         """Wait until ``reaction`` is committed; raise if it could not be."""
         if self._closing:
-            raise ShuttingDown
+            raise ShuttingDown("writer is shutting down")
+        if self._refusing is not None:
+            raise NotStored(self._refusing)
         if self._pending >= self._queue_max:
-            raise Overloaded
+            raise Overloaded("writer is overloaded")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        now = time.monotonic()
         if not self._open.reactions:
-            self._open.opened_at = time.monotonic()
+            self._open.opened_at = now
         self._open.reactions.append(reaction)
         self._open.waiters.append(waiter)
+        self._open.arrived.append(now)
         self._pending += 1
         self._wakeup.set()
         # Each request has its own future: if the client goes away, only that
@@ -121,7 +163,8 @@ class GroupCommitter:
             self._wakeup.clear()
             await self._wakeup.wait()
         await self._linger()
-        return self._take()
+        self._drop_expired()
+        return self._take() if self._open.reactions else await self._next_batch()
 
     async def _linger(self) -> None:
         """With another commit in flight, wait briefly for a fuller batch."""
@@ -138,13 +181,21 @@ class GroupCommitter:
             except TimeoutError:
                 return
 
+    def _drop_expired(self) -> None:
+        """Refuse the events that waited too long to be committed in time (they were never sent)."""
+        batch = self._open
+        cutoff = bisect.bisect_left(batch.arrived, time.monotonic() - self._max_queue_wait_s)
+        if cutoff == 0:
+            return
+        self._open = batch.split(cutoff)
+        self._resolve(batch, NotStored("not committed in time: the database is slow; retry"))
+
     def _take(self) -> Batch:
         batch = self._open
         if len(batch.reactions) <= self._max_events:
             self._open = Batch()
         else:
-            self._open = Batch(batch.reactions[self._max_events:], batch.waiters[self._max_events:])
-            batch = Batch(batch.reactions[: self._max_events], batch.waiters[: self._max_events], batch.opened_at)
+            self._open = batch.split(self._max_events)
             self._wakeup.set()
         return batch
 
@@ -156,7 +207,7 @@ class GroupCommitter:
         except Exception as exc:  # every failure answers the batch, never a 204
             log.error("commit of %d events failed: %s", len(batch.reactions), exc)
             self._stats.on_failure(len(batch.reactions), exc)
-            self._resolve(batch, CommitFailed(str(exc)))
+            self._resolve(batch, as_outcome(exc))
         else:
             self._stats.on_commit(len(batch.reactions), time.monotonic() - started)
             self._resolve(batch, None)
@@ -174,6 +225,13 @@ class GroupCommitter:
                 waiter.set_exception(error)
 
 
+def as_outcome(exc: BaseException) -> CommitFailed:
+    """What a failed commit means for its events: anything not known to be a rollback is unknown."""
+    if isinstance(exc, CommitFailed):
+        return exc
+    return OutcomeUnknown(f"{type(exc).__name__}: {exc}")
+
+
 class DirectCommitter:
     """One transaction per request: the naive design, kept as a benchmark baseline."""
 
@@ -183,6 +241,7 @@ class DirectCommitter:
         self._stats = stats or BatchStats()
         self._pending = 0
         self._closing = False
+        self._refusing: str | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -190,14 +249,22 @@ class DirectCommitter:
     def pending(self) -> int:
         return self._pending
 
+    def refuse(self, reason: str) -> None:
+        self._refusing = reason
+
+    def resume(self) -> None:
+        self._refusing = None
+
     def start(self) -> None:
         pass
 
     async def submit(self, reaction: Reaction) -> None:
         if self._closing:
-            raise ShuttingDown
+            raise ShuttingDown("writer is shutting down")
+        if self._refusing is not None:
+            raise NotStored(self._refusing)
         if self._pending >= self._queue_max:
-            raise Overloaded
+            raise Overloaded("writer is overloaded")
         self._pending += 1
         self._idle.clear()
         started = time.monotonic()
@@ -205,7 +272,7 @@ class DirectCommitter:
             await asyncio.shield(self._commit([reaction]))
         except Exception as exc:
             self._stats.on_failure(1, exc)
-            raise CommitFailed(str(exc)) from exc
+            raise as_outcome(exc) from exc
         else:
             self._stats.on_commit(1, time.monotonic() - started)
         finally:

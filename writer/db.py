@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
 
 from common.events import Reaction
-from common.pg import create_pool_with_retry
+from common.pg import (
+    WaitBounds,
+    bounded_connection,
+    create_pool_with_retry,
+    init_connection,
+    is_connection_error,
+    keep_session,
+    server_settings,
+)
 from common.schema import LATE_WRITES_CHANNEL
+from writer.batcher import CommitFailed, NotStored, OutcomeUnknown
 
 # One statement, so one round trip and (outside a transaction block) one
 # commit per batch:
@@ -48,9 +58,7 @@ FROM hc WHERE hour <> $6
 """
 
 
-async def commit_batch(
-    conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int, timeout_s: float | None = None
-) -> None:
+async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int) -> None:
     """Commit a batch of reactions in one transaction (synchronous_commit on).
 
     Batches with idempotency keys insert them in one order, (user, key), so
@@ -67,12 +75,53 @@ async def commit_batch(
         [int(r.event) for r in batch],
         [r.idempotency_key for r in batch],
         current_hour,
-        timeout=timeout_s,
     )
 
 
-async def ping(conn: asyncpg.Connection) -> None:
-    await conn.fetchval("SELECT 1")
+async def commit_bounded(
+    pool: asyncpg.Pool, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int
+) -> None:
+    """Commit within ``bounds``; raise ``NotStored`` or ``OutcomeUnknown`` when it does not.
+
+    Not stored, certainly: no connection within the bound (nothing was sent),
+    or PostgreSQL reported an error (a single statement outside a transaction
+    block: the error rolled it back). Unknown: the statement was sent and its
+    answer never came (a timeout, a lost or shut-down connection).
+    """
+    try:
+        async with bounded_connection(pool, bounds) as conn:
+            if conn.is_closed():
+                raise NotStored("database connection closed before the commit; retry")
+            try:
+                async with asyncio.timeout(bounds.statement_s):
+                    await commit_batch(conn, batch, current_hour)
+            except asyncpg.PostgresError as exc:
+                if is_connection_error(exc):
+                    raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
+                raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+            except TimeoutError as exc:
+                raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
+            except (OSError, asyncpg.InterfaceError) as exc:
+                raise OutcomeUnknown(f"connection lost during the commit ({type(exc).__name__})") from exc
+    except CommitFailed:
+        raise
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Only acquiring can fail out here: the commit itself was never sent.
+        raise NotStored(f"database unreachable ({type(exc).__name__}); retry") from exc
+
+
+# The health probe: a durable commit of this writer's heartbeat row. A SELECT
+# would pass on a shard that can no longer commit (a full disk, a stuck WAL).
+HEARTBEAT = """
+INSERT INTO writer_heartbeat AS h (writer, beats, at) VALUES ($1, 1, now())
+ON CONFLICT (writer) DO UPDATE SET beats = h.beats + 1, at = now()
+"""
+
+
+async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str) -> None:
+    """Commit one heartbeat within ``bounds``; raise on any failure."""
+    async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
+        await conn.execute(HEARTBEAT, writer)
 
 
 # Session settings of every writer connection, sent when it connects. They
@@ -81,15 +130,18 @@ async def ping(conn: asyncpg.Connection) -> None:
 SESSION_SETTINGS = {"synchronous_commit": "on", "application_name": "reactions-writer"}
 
 
-async def keep_session(conn: asyncpg.Connection) -> None:
-    """Pool release hook: writer sessions hold no state to reset.
-
-    asyncpg's default reset sends a query (unlock, CLOSE ALL, UNLISTEN,
-    RESET ALL) on every release: one more round trip per batch, for nothing.
-    """
+# Connecting at start-up may take a few round trips on a slow link; later
+# connections are made inside ``acquire`` and bounded by its own timeout.
+CONNECT_TIMEOUT_S = 5.0
 
 
-async def open_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+async def open_pool(dsn: str, min_size: int, max_size: int, bounds: WaitBounds) -> asyncpg.Pool:
     return await create_pool_with_retry(
-        dsn, min_size=min_size, max_size=max_size, server_settings=SESSION_SETTINGS, reset=keep_session
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=CONNECT_TIMEOUT_S,
+        server_settings=server_settings(bounds, **SESSION_SETTINGS),
+        init=init_connection,
+        reset=keep_session,
     )

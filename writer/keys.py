@@ -6,6 +6,8 @@ import asyncpg
 from aiohttp import web
 
 from writer.batcher import Committer
+from writer.gate import ListenGate
+from writer.health import DatabaseHealth
 from writer.metrics import WriterMetrics
 from writer.settings import Settings
 
@@ -13,3 +15,5 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 COMMITTER: web.AppKey[Committer] = web.AppKey("committer")
 METRICS = web.AppKey("metrics", WriterMetrics)
+GATE = web.AppKey("gate", ListenGate)
+HEALTH = web.AppKey("health", DatabaseHealth)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Sequence
 
-import asyncpg
 import uvloop
 from aiohttp import web
 
@@ -13,8 +15,10 @@ from common.events import Reaction
 from common.hours import current_hour
 from common.schema import migrate
 from writer import db
-from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter
-from writer.keys import COMMITTER, METRICS, POOL, SETTINGS
+from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
+from writer.gate import ListenGate
+from writer.health import DatabaseHealth
+from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS
 from writer.metrics import WriterMetrics
 from writer.routes import setup_routes
 from writer.settings import Settings
@@ -26,23 +30,34 @@ SHUTDOWN_TIMEOUT_S = 30.0
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the writer app; all I/O happens in ``database_ctx`` at start-up."""
+    """Build the writer app; all I/O happens in its cleanup contexts, one per resource."""
     app = web.Application()
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
-    app.cleanup_ctx.append(database_ctx)
+    app[GATE] = ListenGate(settings.host, settings.port)
+    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx])
     setup_routes(app)
     return app
 
 
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The pool and the committer, made at start-up and drained at shutdown."""
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The connection pool, with the schema migrated before anything uses it."""
     settings = app[SETTINGS]
-    pool = await db.open_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    app[POOL] = pool
-    app[COMMITTER] = committer = make_committer(settings, pool, app[METRICS])
+    pool = await db.open_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size,
+                              bounds=settings.bounds)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        app[POOL] = pool
+        yield
+    finally:
+        await pool.close()
+
+
+async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The group committer; on the way out it drains: every accepted event is committed or answered."""
+    settings = app[SETTINGS]
+    app[COMMITTER] = committer = make_committer(app)
     committer.start()
     app[METRICS].registry.gauge(
         "reactions_events_pending", "Events accepted and waiting for their commit.", lambda: committer.pending
@@ -52,16 +67,47 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await committer.close()
-        await pool.close()
         log.info("writer drained and stopped")
 
 
-def make_committer(settings: Settings, pool: asyncpg.Pool, metrics: WriterMetrics) -> Committer:
-    async def commit(batch: Sequence[Reaction]) -> None:
-        async with pool.acquire() as conn:
-            await db.commit_batch(conn, batch, current_hour(), settings.commit_timeout_s)
+async def health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The heartbeat probe, which refuses writes and closes the listener while the database cannot commit."""
+    settings, committer, gate, pool = app[SETTINGS], app[COMMITTER], app[GATE], app[POOL]
+    name = f"{settings.host}:{settings.port}"
 
-    stats = BatchStats(on_commit=metrics.on_commit, on_failure=metrics.on_failure)
+    def on_change(reason: str | None) -> None:
+        if reason is None:
+            committer.resume()
+        else:
+            committer.refuse(f"the shard's database is unavailable ({reason}); retry")
+        gate.want_open(reason is None)
+
+    health = DatabaseHealth(lambda: db.heartbeat(pool, settings.probe_bounds, name), on_change,
+                            interval_s=settings.probe_interval_s)
+    app[HEALTH] = health
+    app[METRICS].registry.gauge("reactions_database_up", "1 while the shard's database commits.",
+                                lambda: float(health.up))
+    task = asyncio.create_task(health.run(), name="database-health")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def make_committer(app: web.Application) -> Committer:
+    settings, pool, metrics = app[SETTINGS], app[POOL], app[METRICS]
+
+    async def commit(batch: Sequence[Reaction]) -> None:
+        await db.commit_bounded(pool, settings.bounds, batch, current_hour())
+
+    def on_failure(size: int, exc: BaseException) -> None:
+        metrics.on_failure(size, exc)
+        if isinstance(exc, OutcomeUnknown) and HEALTH in app:
+            app[HEALTH].commit_outcome_unknown(str(exc))
+
+    stats = BatchStats(on_commit=metrics.on_commit, on_failure=on_failure)
     if not settings.batching:
         return DirectCommitter(commit, queue_max=settings.queue_max_events, stats=stats)
     return GroupCommitter(
@@ -70,22 +116,36 @@ def make_committer(settings: Settings, pool: asyncpg.Pool, metrics: WriterMetric
         max_wait_s=settings.batch_max_wait_ms / 1000,
         queue_max=settings.queue_max_events,
         flushers=settings.flushers,
+        max_queue_wait_s=settings.queue_wait_s,
         stats=stats,
     )
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain. Signals only set an event that this loop waits on."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()
+    try:
+        await app[GATE].start(runner)
+        if settings.admin_port is not None:  # /healthz, /readyz, /metrics stay reachable while the gate is shut
+            await web.TCPSite(runner, settings.host, settings.admin_port).start()
+        await stop.wait()
+        log.info("stopping: draining the open batch")
+    finally:
+        await app[GATE].stop()
+        await runner.cleanup()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings))
 
 
 if __name__ == "__main__":

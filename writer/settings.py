@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.pg import WaitBounds
 from common.settings import SettingsError, env_bool, env_float, env_int, env_str
+
+# Below this, a healthy database on a busy machine would miss its bounds.
+MIN_WAIT_MS = 1.0
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,43 @@ class Settings:
     flushers: int = 1
     # False: one transaction per request (the naive design, a benchmark baseline).
     batching: bool = True
-    # A commit that takes longer fails its batch with 503 (not acknowledged)
-    # rather than blocking the flusher behind a stalled database forever.
-    commit_timeout_s: float = 10.0
+    # Every wait is bounded (README, Invariants), so that every POST is
+    # answered within queue_wait_s + acquire_timeout_s + commit_timeout_s
+    # (2 s by default; nginx's read timeout is set above it):
+    # - an event not taken into a commit within this is refused (503, never sent);
+    queue_wait_s: float = 0.5
+    # - a connection not had within this: the batch is refused (503, never sent);
+    acquire_timeout_s: float = 0.5
+    # - a commit not answered within this has an unknown outcome (504 and
+    #   X-Reactions-Outcome: unknown). PostgreSQL's own statement_timeout is
+    #   set below it, so that where the server can, it reports a rollback (503).
+    commit_timeout_s: float = 1.0
     pool_size: int = 4
+    # The health probe: a durable heartbeat this often, each within probe_timeout_s.
+    probe_interval_s: float = 0.25
+    probe_timeout_s: float = 0.75
+    # A second port serving /healthz, /readyz and /metrics that stays open while
+    # the main one is closed because the database cannot commit (writer/gate.py).
+    admin_port: int | None = None
+
+    @property
+    def bounds(self) -> WaitBounds:
+        return WaitBounds(acquire_s=self.acquire_timeout_s, statement_s=self.commit_timeout_s)
+
+    @property
+    def probe_bounds(self) -> WaitBounds:
+        return WaitBounds(acquire_s=self.probe_timeout_s, statement_s=self.probe_timeout_s)
+
+    @property
+    def answer_bound_s(self) -> float:
+        """The longest a POST waits for its answer."""
+        return self.queue_wait_s + self.acquire_timeout_s + self.commit_timeout_s
 
     @classmethod
     def from_env(cls) -> Settings:
+        def ms(name: str, default_s: float) -> float:
+            return env_float(name, default_s * 1000, MIN_WAIT_MS) / 1000
+
         settings = cls(
             dsn=env_str("REACTIONS_DSN", cls.dsn),
             host=env_str("REACTIONS_HOST", cls.host),
@@ -41,8 +75,13 @@ class Settings:
             queue_max_events=env_int("REACTIONS_QUEUE_MAX_EVENTS", cls.queue_max_events, minimum=1),
             flushers=env_int("REACTIONS_FLUSHERS", cls.flushers, minimum=1),
             batching=env_bool("REACTIONS_BATCHING", cls.batching),
-            commit_timeout_s=env_float("REACTIONS_COMMIT_TIMEOUT_MS", cls.commit_timeout_s * 1000, 1.0) / 1000,
+            queue_wait_s=ms("REACTIONS_QUEUE_WAIT_MS", cls.queue_wait_s),
+            acquire_timeout_s=ms("REACTIONS_ACQUIRE_TIMEOUT_MS", cls.acquire_timeout_s),
+            commit_timeout_s=ms("REACTIONS_COMMIT_TIMEOUT_MS", cls.commit_timeout_s),
             pool_size=env_int("REACTIONS_POOL_SIZE", cls.pool_size, minimum=1),
+            probe_interval_s=ms("REACTIONS_PROBE_INTERVAL_MS", cls.probe_interval_s),
+            probe_timeout_s=ms("REACTIONS_PROBE_TIMEOUT_MS", cls.probe_timeout_s),
+            admin_port=env_int("REACTIONS_ADMIN_PORT", 0, minimum=0) or None,
         )
         if settings.pool_size < settings.flushers + 1:
             raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS (one connection stays for /readyz)")

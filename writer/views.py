@@ -8,15 +8,25 @@ from aiohttp import web
 
 from common.events import Reaction, parse_path_write, parse_query_write, require_utf8
 from common.hours import now_ms
-from writer import db
-from writer.batcher import CommitFailed, Overloaded, ShuttingDown
-from writer.keys import COMMITTER, METRICS, POOL
+from writer.batcher import NotStored, OutcomeUnknown, Overloaded
+from writer.keys import COMMITTER, HEALTH, METRICS
 
 RETRY_AFTER_S = "1"
+# Marks an answer whose event may or may not be stored (README, HTTP contract).
+OUTCOME_HEADER = "X-Reactions-Outcome"
 
 
 def unavailable(reason: str) -> web.HTTPServiceUnavailable:
+    """503: certainly not stored."""
     return web.HTTPServiceUnavailable(text=reason + "\n", headers={"Retry-After": RETRY_AFTER_S})
+
+
+def outcome_unknown(reason: str) -> web.HTTPGatewayTimeout:
+    """504 marked unknown: the commit was sent and its answer lost; retrying with the same key is safe."""
+    return web.HTTPGatewayTimeout(
+        text=f"outcome unknown: {reason}; the event may be stored: retry with the same Idempotency-Key\n",
+        headers={"Retry-After": RETRY_AFTER_S, OUTCOME_HEADER: "unknown"},
+    )
 
 
 async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Response:
@@ -31,14 +41,15 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
         raise
     try:
         await request.app[COMMITTER].submit(reaction)
-    except Overloaded:
+    except Overloaded as exc:
         metrics.overloaded.inc()
-        raise unavailable("writer is overloaded") from None
-    except ShuttingDown:
-        metrics.overloaded.inc()
-        raise unavailable("writer is shutting down") from None
-    except CommitFailed:
-        raise unavailable("event not stored: the database did not commit it") from None
+        raise unavailable(str(exc)) from None
+    except NotStored as exc:
+        metrics.refused.inc()
+        raise unavailable(f"event not stored: {exc}") from None
+    except OutcomeUnknown as exc:
+        metrics.unknown.inc()
+        raise outcome_unknown(str(exc)) from None
     return web.Response(status=204)
 
 
@@ -57,11 +68,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        async with request.app[POOL].acquire(timeout=1.0) as conn:
-            await db.ping(conn)
-    except Exception as exc:  # any failure means not ready
-        raise unavailable(f"database unreachable: {type(exc).__name__}") from None
+    """Ready while the last heartbeats committed: answered at once, from the probe's state."""
+    reason = request.app[HEALTH].down_reason
+    if reason is not None:
+        raise unavailable(f"not ready: {reason}")
     return web.Response(text="ready\n")
 
 

@@ -143,6 +143,7 @@ async def test_keyed_batches_insert_in_one_order(shard_dsn: str) -> None:
 
     from common.events import Reaction
     from writer import db
+    from writer.settings import Settings
 
     ts = now_ms()
     batch = [Reaction(ts, hour_of(ts), user, Event.CLICK, key) for user, key in [("b", "k2"), ("a", "k1"), ("a", "k0")]]
@@ -201,12 +202,13 @@ async def test_writer_sessions_commit_durably_whatever_the_database_default(shar
     import asyncpg
 
     from writer import db
+    from writer.settings import Settings
 
     admin = await asyncpg.connect(shard_dsn)
     database = await admin.fetchval("SELECT current_database()")
     await admin.execute(f"ALTER DATABASE {database} SET synchronous_commit = off")
     try:
-        pool = await db.open_pool(shard_dsn, min_size=1, max_size=1)
+        pool = await db.open_pool(shard_dsn, min_size=1, max_size=1, bounds=Settings().bounds)
         try:
             for _ in range(2):  # the second time after a release to the pool
                 async with pool.acquire() as conn:

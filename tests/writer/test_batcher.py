@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from common.events import Event, Reaction
-from writer.batcher import CommitFailed, GroupCommitter, Overloaded, ShuttingDown
+from writer.batcher import CommitFailed, GroupCommitter, NotStored, OutcomeUnknown, Overloaded, ShuttingDown
 
 
 def reaction(i: int) -> Reaction:
@@ -35,9 +35,9 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def committer(commits: GatedCommits, **overrides: int) -> GroupCommitter:
+def committer(commits: GatedCommits, max_queue_wait_s: float = 60.0, **overrides: int) -> GroupCommitter:
     options = {"max_events": 500, "queue_max": 10_000, "flushers": 1} | overrides
-    c = GroupCommitter(commits, max_wait_s=0.002, **options)
+    c = GroupCommitter(commits, max_wait_s=0.002, max_queue_wait_s=max_queue_wait_s, **options)
     c.start()
     return c
 
@@ -72,6 +72,60 @@ async def test_a_failed_commit_fails_every_request_of_its_batch() -> None:
     c = committer(commits)
     results = await asyncio.gather(*(c.submit(reaction(i)) for i in range(5)), return_exceptions=True)
     assert all(isinstance(r, CommitFailed) for r in results)
+    # An error the commit did not classify may have happened after the commit was sent.
+    assert all(isinstance(r, OutcomeUnknown) for r in results)
+    assert c.pending == 0
+    await c.close()
+
+
+async def test_a_commit_that_says_not_stored_answers_not_stored() -> None:
+    commits = GatedCommits()
+    commits.gate.set()
+
+    async def rolled_back(batch: Sequence[Reaction]) -> None:
+        raise NotStored("rolled back")
+
+    c = GroupCommitter(rolled_back, max_events=10, max_wait_s=0.002, queue_max=10, flushers=1)
+    c.start()
+    results = await asyncio.gather(*(c.submit(reaction(i)) for i in range(3)), return_exceptions=True)
+    assert all(type(r) is NotStored for r in results)
+    await c.close()
+
+
+async def test_events_that_waited_too_long_are_refused_unsent() -> None:
+    commits = GatedCommits()
+    c = committer(commits, max_queue_wait_s=0.05)
+    blocker = asyncio.ensure_future(c.submit(reaction(0)))
+    await settle()
+    late = [asyncio.ensure_future(c.submit(reaction(i))) for i in range(1, 4)]
+    await asyncio.sleep(0.1)  # longer than the queue-wait bound: the point of the test
+    fresh = asyncio.ensure_future(c.submit(reaction(4)))
+    await settle()
+    commits.gate.set()
+    await asyncio.gather(blocker, fresh)
+    results = await asyncio.gather(*late, return_exceptions=True)
+    assert all(isinstance(r, NotStored) for r in results)
+    assert commits.batches == [[0], [4]], "the refused events were never sent"
+    assert c.pending == 0
+    await c.close()
+
+
+async def test_refusing_answers_the_open_batch_and_new_events_at_once() -> None:
+    commits = GatedCommits()
+    c = committer(commits)
+    blocker = asyncio.ensure_future(c.submit(reaction(0)))
+    await settle()
+    waiting = [asyncio.ensure_future(c.submit(reaction(i))) for i in range(1, 4)]
+    await settle()
+    c.refuse("database down")
+    with pytest.raises(NotStored, match="database down"):
+        await c.submit(reaction(9))
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, NotStored) for r in results)
+    c.resume()
+    commits.gate.set()
+    await asyncio.gather(blocker, c.submit(reaction(5)))
+    assert commits.batches == [[0], [5]]
     assert c.pending == 0
     await c.close()
 

@@ -22,6 +22,10 @@ from tests.waiting import wait_until
 from tests.writer.conftest import WriterClient, rollup, stored_events
 
 ROOT = Path(__file__).resolve().parents[2]
+# How soon a writer must notice that its database cannot commit.
+DETECTION_S = 2.0
+# Bounds long enough for a test that holds a lock while it counts waiting requests.
+PATIENT = {"commit_timeout_s": 30.0, "queue_wait_s": 30.0}
 
 
 @asynccontextmanager
@@ -61,7 +65,14 @@ async def test_stopped_database_answers_503_then_recovers(
     resp = await client.post(f"/analytics/{ts}/during/click")
     assert resp.status == 503
     assert resp.headers["Retry-After"] == "1"
-    assert (await client.get("/readyz")).status == 503
+
+    async def not_ready() -> bool:
+        return (await client.get("/readyz")).status == 503
+
+    # The heartbeat probe notices within its detection time (2 s, with a margin for a busy machine).
+    await wait_until(not_ready, "the writer to report not ready", deadline_s=DETECTION_S + 1)
+    refused = await client.post(f"/analytics/{ts}/refused/click")
+    assert refused.status == 503, "answered at once while the database is down, never queued"
     server.start()
 
     async def accepted() -> bool:
@@ -69,28 +80,40 @@ async def test_stopped_database_answers_503_then_recovers(
 
     await wait_until(accepted, "the writer to recover")
     users = {u for _, u, _ in await stored_events(server.dsn)}
-    assert "during" not in users
+    assert "during" not in users and "refused" not in users
     assert {"before", "after"} <= users
 
 
-async def test_commit_killed_midway_answers_503_and_stores_nothing(
+async def test_commit_cut_midway_is_answered_unknown_and_a_keyed_retry_counts_once(
     writer_client: WriterClient, shard_dsn: str
 ) -> None:
     client = await writer_client()
     ts = now_ms()
+    keyed = {"Idempotency-Key": "k1"}
     async with hour_counts_locked(shard_dsn) as locker:
-        posts = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click")) for i in range(20)]
+        posts = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click", headers=keyed)) for i in range(20)]
         await wait_until(lambda: writers_waiting_on_lock(shard_dsn), "a commit to wait on the lock")
         await locker.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'reactions-writer'"
         )
         answers = await asyncio.gather(*posts)
-    assert {a.status for a in answers} == {503}
-    assert await stored_events(shard_dsn) == []
+    # The connection died with the commit sent: never a 503 ("not stored"), never a 204.
+    assert {a.status for a in answers} == {504}
+    assert {a.headers.get("X-Reactions-Outcome") for a in answers} == {"unknown"}
+    assert "Idempotency-Key" in await answers[0].text()
+    assert await stored_events(shard_dsn) == []  # killed while it waited on the lock: rolled back
+
+    async def retried() -> bool:
+        statuses = [(await client.post(f"/analytics/{ts}/u{i}/click", headers=keyed)).status for i in range(20)]
+        return statuses == [204] * 20
+
+    await wait_until(retried, "keyed retries to be acknowledged once the database commits again")
+    assert (await client.post(f"/analytics/{ts}/u0/click", headers=keyed)).status == 204
+    assert await rollup(shard_dsn, hour_of(ts)) == (20, 0, frozenset(f"u{i}" for i in range(20)))
 
 
 async def test_full_queue_answers_503_with_retry_after(writer_client: WriterClient, shard_dsn: str) -> None:
-    client = await writer_client(queue_max_events=5)
+    client = await writer_client(queue_max_events=5, **PATIENT)
     ts = now_ms()
     async with hour_counts_locked(shard_dsn):
         first = [asyncio.ensure_future(client.post(f"/analytics/{ts}/u{i}/click")) for i in range(5)]
@@ -106,7 +129,8 @@ async def test_full_queue_answers_503_with_retry_after(writer_client: WriterClie
 async def writer_process(dsn: str, log_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
     """A real writer process on a free port, killed at the end if still running."""
     port = free_port()
-    env = {**os.environ, "REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT),
+           "REACTIONS_COMMIT_TIMEOUT_MS": "30000", "REACTIONS_QUEUE_WAIT_MS": "30000"}
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "writer.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
