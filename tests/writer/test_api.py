@@ -143,7 +143,6 @@ async def test_keyed_batches_insert_in_one_order(shard_dsn: str) -> None:
 
     from common.events import Reaction
     from writer import db
-    from writer.settings import Settings
 
     ts = now_ms()
     batch = [Reaction(ts, hour_of(ts), user, Event.CLICK, key) for user, key in [("b", "k2"), ("a", "k1"), ("a", "k0")]]
