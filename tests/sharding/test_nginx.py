@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,9 @@ from sharding.config import RETIRED, ConfigError, Topology, parse
 from sharding.processes import free_port
 from sharding.ring import Ring
 from tests.conftest import world_traversable_tmpdir
+
+# Every request through nginx is answered within this (README, Invariants 6).
+ANSWER_BOUND_S = 3.0
 
 
 def topology_for(writer_ports: list[int], aggregator_ports: list[int], retired: int | None = None) -> Topology:
@@ -182,6 +186,7 @@ async def test_no_writer_answering_is_503_with_retry_after(stubs: dict[str, list
     base = run_nginx(topology_for(dead, stubs["aggregators"]))  # type: ignore[operator]
     async with aiohttp.ClientSession() as session, session.post(f"{base}/analytics?user=a") as resp:
         assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert "X-Reactions-Outcome" not in resp.headers, "nothing reached a writer: certainly not stored"
 
 
 async def test_a_refused_connection_falls_to_the_next_writer_on_the_ring(stubs: dict[str, list[int]],
@@ -197,3 +202,39 @@ async def test_a_refused_connection_falls_to_the_next_writer_on_the_ring(stubs: 
         for user in users:
             status, body = await post(session, f"{base}/analytics?user={user}")
             assert status == 200 and body.split()[0] == ring.lookup(user, down).rsplit(":", 1)[1]
+
+
+@pytest.fixture
+def silent_writer() -> Iterator[int]:
+    """A writer host that accepts connections (the kernel does) and never answers: a frozen process."""
+
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+async def test_a_post_that_reached_a_silent_writer_is_unknown_not_503(silent_writer: int,
+                                                                     stubs: dict[str, list[int]],
+                                                                     run_nginx: object) -> None:
+    base = run_nginx(topology_for([silent_writer], stubs["aggregators"]))  # type: ignore[operator]
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.post(f"{base}/analytics?user=a") as resp:
+        body = await resp.text()
+        assert resp.status == 504 and resp.headers["X-Reactions-Outcome"] == "unknown", body
+        assert resp.headers["Retry-After"] == "1" and "Idempotency-Key" in body
+    # nginx's read timeout is 2.3 s: the answer comes within the 3 s answer bound.
+    assert time.monotonic() - started < ANSWER_BOUND_S
+
+
+async def test_a_get_that_no_aggregator_answers_is_a_plain_503(silent_writer: int, stubs: dict[str, list[int]],
+                                                               run_nginx: object) -> None:
+    base = run_nginx(topology_for(stubs["writers"], [silent_writer]))  # type: ignore[operator]
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/analytics?timestamp=1") as resp:
+        assert resp.status == 503 and "X-Reactions-Outcome" not in resp.headers
+    assert time.monotonic() - started < ANSWER_BOUND_S
