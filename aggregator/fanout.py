@@ -1,8 +1,11 @@
 """Fan-out: one read per shard, concurrently, each bounded by the shard timeout.
 
 Policy: a shard that raises or times out becomes a ``ShardFailure``; it never
-cancels the other reads. Results are keyed by shard name, so merging does not
-depend on the order of arrival.
+cancels the other reads. The timeout covers everything the read waits on:
+getting a connection, the statement, giving the connection back. A read that
+timed out terminates its connection instead of waiting for the server to
+acknowledge a cancel (common/pg.py). Results are keyed by shard name, so
+merging does not depend on the order of arrival.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import TypeVar
 import asyncpg
 
 from aggregator import db
-from aggregator.merge import HourAnswer, merge
+from aggregator.merge import HourAnswer, merge, same_database
 from aggregator.metrics import AggregatorMetrics
 from aggregator.shards import ShardHandle
+from common.pg import WaitBounds, bounded_connection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,17 +45,50 @@ class IncompleteAnswer(Exception):
         super().__init__("; ".join(f"shard {f.shard}: {f.reason}" for f in self.failures))
 
 
+class ColdReadsBusy(Exception):
+    """Every cold-read slot stayed taken for the whole wait: answer 503, retry later."""
+
+
+@dataclass
+class ShardStatus:
+    """The last outcome of a read of one shard, for /shards and /readyz."""
+
+    identity: db.ShardIdentity | None = None
+    ok_at: float | None = None  # time.monotonic() of the last read that answered
+    failed_at: float | None = None
+    error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.ok_at is not None and (self.failed_at is None or self.ok_at > self.failed_at)
+
+
+def identity_of(result: object) -> db.ShardIdentity | None:
+    """The database a read's result came from (every read returns it: aggregator/db.py)."""
+    if isinstance(result, db.ShardIdentity):
+        return result
+    identity = getattr(result, "identity", None)
+    return identity if isinstance(identity, db.ShardIdentity) else None
+
+
 class FanOut:
-    def __init__(self, timeout_s: float, metrics: AggregatorMetrics, cold_read_slots: int) -> None:
+    def __init__(self, timeout_s: float, metrics: AggregatorMetrics, cold_read_slots: int,
+                 slot_wait_s: float) -> None:
         self.timeout_s = timeout_s
+        self._bounds = WaitBounds(acquire_s=timeout_s, statement_s=timeout_s)
         self._metrics = metrics
         # Cold reads share each shard's pool with the refresher; bounding them
         # keeps connections free so that the live hours and the version check
         # are refreshed however many cold reads are waiting.
         self._cold_reads = asyncio.Semaphore(cold_read_slots)
+        self._slot_wait_s = slot_wait_s
+        self.status: dict[str, ShardStatus] = {}
 
     async def gather(self, shards: Iterable[ShardHandle], fetch: Fetch[T]) -> tuple[dict[str, T], list[ShardFailure]]:
-        """Run ``fetch`` on every shard; split answers from failures."""
+        """Run ``fetch`` on every shard; split answers from failures.
+
+        Two shards that answer from one database both fail: it would be summed twice.
+        """
         handles = list(shards)
         outcomes = await asyncio.gather(*(self._one(h, fetch) for h in handles))
         answers: dict[str, T] = {}
@@ -61,30 +98,62 @@ class FanOut:
                 failures.append(outcome)
             else:
                 answers[handle.name] = outcome
+        identities = {name: i for name, i in ((n, identity_of(a)) for n, a in answers.items()) if i is not None}
+        for name, reason in same_database(identities).items():
+            del answers[name]
+            failures.append(self._failed(name, reason))
         return answers, failures
 
     async def _one(self, handle: ShardHandle, fetch: Fetch[T]) -> T | ShardFailure:
         try:
-            async with asyncio.timeout(self.timeout_s), handle.pool.acquire() as conn:
-                return await fetch(handle.name, conn)
+            async with asyncio.timeout(self.timeout_s), bounded_connection(handle.pool, self._bounds) as conn:
+                result = await fetch(handle.name, conn)
         except TimeoutError:
-            return self._failed(handle, f"no answer within {self.timeout_s:g} s")
+            return self._failed(handle.name, f"no answer within {self.timeout_s:g} s")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return self._failed(handle, f"unreachable ({type(exc).__name__})")
+            return self._failed(handle.name, f"unreachable ({type(exc).__name__})")
         except Exception as exc:  # any other failure is still this shard's, never a 500
-            return self._failed(handle, f"failed ({type(exc).__name__}: {exc})")
+            return self._failed(handle.name, f"failed ({type(exc).__name__}: {exc})")
+        self._answered(handle.name, identity_of(result))
+        return result
 
-    def _failed(self, handle: ShardHandle, reason: str) -> ShardFailure:
-        self._metrics.shard_errors.inc(1, handle.name)
-        log.warning("shard %s: %s", handle.name, reason)
-        return ShardFailure(handle.name, reason)
+    def _answered(self, name: str, identity: db.ShardIdentity | None) -> None:
+        status = self.status.setdefault(name, ShardStatus())
+        status.ok_at = time.monotonic()
+        if identity is not None:
+            if status.identity is not None and identity != status.identity:
+                log.warning("shard %s: a different database answers behind the same DSN (%s, was %s)",
+                            name, identity, status.identity)
+            status.identity = identity
+
+    def _failed(self, name: str, reason: str) -> ShardFailure:
+        self._metrics.shard_errors.inc(1, name)
+        status = self.status.setdefault(name, ShardStatus())
+        status.failed_at, status.error = time.monotonic(), reason
+        log.warning("shard %s: %s", name, reason)
+        return ShardFailure(name, reason)
+
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.status.pop(name, None)
 
     async def read_hour(self, shards: Iterable[ShardHandle], hour: int) -> HourAnswer:
-        """A cold read of a whole hour from every shard; IncompleteAnswer if any fails."""
-        async with self._cold_reads:
+        """A cold read of a whole hour from every shard; IncompleteAnswer if any fails.
+
+        Waits at most ``slot_wait_s`` for a cold-read slot (ColdReadsBusy), then
+        at most the shard timeout for the shards.
+        """
+        try:
+            async with asyncio.timeout(self._slot_wait_s):
+                await self._cold_reads.acquire()
+        except TimeoutError:
+            raise ColdReadsBusy(f"every cold-read slot stayed busy for {self._slot_wait_s:g} s") from None
+        try:
             started = time.monotonic()
             answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hour(conn, hour))
             self._metrics.fanout_seconds.observe(time.monotonic() - started)
+        finally:
+            self._cold_reads.release()
         if failures:
             raise IncompleteAnswer(failures)
-        return merge(answers)
+        return merge(answers, started)

@@ -2,8 +2,12 @@
 
 Writers NOTIFY ``LATE_WRITES_CHANNEL`` with the hour of every committed batch
 that touched an hour other than their current one. Each shard gets its own
-connection (a LISTEN must stay on one session), reconnected when lost. While
-it is down notifications are missed; the per-hour version check catches those.
+connection (a LISTEN must stay on one session), reconnected when lost. A
+frozen or cut-off server never closes the connection, so every second the
+connection must answer a query within the shard timeout, or it is terminated
+and made again. While it is down notifications are missed; the per-hour
+version check catches those, and bounds how long a cached hour is trusted
+(aggregator/past.py).
 """
 
 from __future__ import annotations
@@ -16,21 +20,21 @@ from collections.abc import Callable, Iterable
 import asyncpg
 
 from aggregator.shards import ShardHandle
-from common.pg import redact
+from common.pg import keep_alive, redact
 from common.schema import LATE_WRITES_CHANNEL
 
 log = logging.getLogger(__name__)
 
 # How long to wait before reconnecting a lost LISTEN connection.
 RECONNECT_DELAY_S = 1.0
-# How often a quiet connection is checked for loss (termination is also signalled).
+# How often a quiet connection must prove it is alive (a query within the timeout).
 ALIVE_CHECK_S = 1.0
 
 
 class LateWriteListener:
-    def __init__(self, on_late_hour: Callable[[int], None], connect_timeout_s: float) -> None:
+    def __init__(self, on_late_hour: Callable[[int], None], timeout_s: float) -> None:
         self._on_late_hour = on_late_hour
-        self._connect_timeout_s = connect_timeout_s
+        self._timeout_s = timeout_s
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Shards whose LISTEN is in place right now.
         self.listening: set[str] = set()
@@ -55,7 +59,8 @@ class LateWriteListener:
     async def _listen(self, name: str, dsn: str) -> None:
         while True:
             try:
-                conn = await asyncpg.connect(dsn, timeout=self._connect_timeout_s)
+                conn = await asyncpg.connect(dsn, timeout=self._timeout_s)
+                keep_alive(conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("shard %s: cannot LISTEN yet (%s)", name, type(exc).__name__)
             else:
@@ -66,13 +71,20 @@ class LateWriteListener:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            await conn.add_listener(LATE_WRITES_CHANNEL, self._notified)
+            async with asyncio.timeout(self._timeout_s):
+                await conn.add_listener(LATE_WRITES_CHANNEL, self._notified)
             log.info("shard %s: listening for late writes (%s)", name, redact(dsn))
             self.listening.add(name)
-            while not conn.is_closed():
+            while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), ALIVE_CHECK_S)
+                if conn.is_closed():
+                    break
+                async with asyncio.timeout(self._timeout_s):
+                    await conn.fetchval("SELECT 1")
             log.warning("shard %s: LISTEN connection lost", name)
+        except TimeoutError:
+            log.warning("shard %s: LISTEN connection silent for %g s: dropped", name, self._timeout_s)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("shard %s: LISTEN failed (%s)", name, type(exc).__name__)
         finally:

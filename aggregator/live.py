@@ -11,6 +11,7 @@ unique count is the size of the union, never a sum of per-shard counts.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
@@ -41,12 +42,16 @@ class ShardCursor:
     clicks: int = 0
     impressions: int = 0
     version: int = db.EMPTY_VERSION
+    # The database these counters came from; another one behind the same DSN
+    # means starting over (its versions say nothing about what we hold).
+    identity: db.ShardIdentity | None = None
 
 
 class LiveHour:
     """One live hour: the merged user set, per-shard counters and versions, the answer bytes."""
 
-    __slots__ = ("body", "cursors", "hour", "last_complete_ms", "needs_rebuild", "stale_since_ms", "users")
+    __slots__ = ("body", "completed_at", "cursors", "hour", "last_complete_ms", "needs_rebuild", "stale_since_ms",
+                 "users")
 
     def __init__(self, hour: int) -> None:
         self.hour = hour
@@ -61,7 +66,8 @@ class LiveHour:
         # Set while some shard fails: the time of the last complete refresh.
         self.stale_since_ms: int | None = None
         self.last_complete_ms: int | None = None
-        # A shard went back in time or left the set: start over from scratch.
+        self.completed_at = 0.0  # time.monotonic() of the last complete refresh
+        # A shard went back in time, is another database, or left the set: start over from scratch.
         self.needs_rebuild = False
 
     def version_of(self, shard: str) -> int:
@@ -71,7 +77,9 @@ class LiveHour:
     def apply(self, shard: str, fresh: db.ShardHour) -> bool:
         """Merge one shard's increment; True if anything changed."""
         cursor = self.cursors.setdefault(shard, ShardCursor())
-        if fresh.version < cursor.version:  # the shard was restored or truncated
+        if cursor.identity is None:
+            cursor.identity = fresh.identity
+        elif fresh.identity != cursor.identity or fresh.version < cursor.version:  # replaced, restored, truncated
             self.needs_rebuild = True
             return False
         if fresh.version == cursor.version:
@@ -84,6 +92,7 @@ class LiveHour:
         """Close a refresh: re-render if needed, and track staleness."""
         if complete:
             self.last_complete_ms, self.stale_since_ms = now_ms, None
+            self.completed_at = time.monotonic()
             if changed or self.body is None:
                 self.body = self.render()
             return
@@ -98,11 +107,28 @@ class LiveHour:
         cursors = self.cursors.values()
         return render_body(len(self.users), sum(c.clicks for c in cursors), sum(c.impressions for c in cursors))
 
+    def fresh_body(self, now_ms: int, stale_after_ms: float) -> bytes | None:
+        """The answer if it may be served unmarked: complete, and young enough (README, Invariants 5)."""
+        if self.stale_since_ms is not None or self.last_complete_ms is None:
+            return None
+        return self.body if now_ms - self.last_complete_ms <= stale_after_ms else None
+
+    def stale_since(self, now_ms: int, stale_after_ms: float) -> int | None:
+        """Since when a served answer is stale (a shard failing, or refreshes lagging); None if fresh."""
+        if self.stale_since_ms is not None:
+            return self.stale_since_ms
+        if self.last_complete_ms is not None and now_ms - self.last_complete_ms > stale_after_ms:
+            return self.last_complete_ms
+        return None
+
     def complete_answer(self) -> HourAnswer | None:
         """The hour as a cacheable past answer, if the last refresh was complete."""
         if self.body is None or self.stale_since_ms is not None or self.needs_rebuild:
             return None
-        return HourAnswer(self.body, {name: c.version for name, c in self.cursors.items()})
+        stamps = {name: db.Stamp(c.identity, c.version) for name, c in self.cursors.items() if c.identity is not None}
+        if len(stamps) != len(self.cursors):
+            return None
+        return HourAnswer(self.body, stamps, self.completed_at)
 
 
 class LiveHours:
@@ -152,8 +178,9 @@ class LiveHours:
         changed = False
         for name, fresh in answers.items():
             changed = live.apply(name, fresh) or changed
-        live.finish(not failures, changed, now_ms)
-        return not failures
+        complete = not failures and not live.needs_rebuild
+        live.finish(complete, changed, now_ms)
+        return complete
 
     async def _rebuild(self, shards: ShardSet, old: LiveHour, now_ms: int) -> bool:
         """Read the hour afresh into a new LiveHour; swap it in only once complete."""

@@ -26,52 +26,87 @@ log = logging.getLogger("reactions.aggregator")
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the aggregator app; all I/O happens in ``aggregator_ctx`` at start-up."""
+    """Build the aggregator app; all I/O happens in its cleanup contexts, one per resource."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[METRICS] = AggregatorMetrics.create()
-    app.cleanup_ctx.append(aggregator_ctx)
+    app[METRICS] = metrics = AggregatorMetrics.create()
+    app[FANOUT] = fanout = FanOut(settings.shard_timeout_s, metrics, settings.cold_read_slots,
+                                  settings.cold_slot_wait_s)
+    app[LIVE] = LiveHours(fanout)
+    app[PAST] = PastHours(settings.past_cache_hours, fanout, metrics, trust_s=settings.stale_after_ms / 1000)
+    app.cleanup_ctx.extend([shards_ctx, past_ctx, listener_ctx, refresher_ctx, sighup_ctx])
     setup_routes(app)
     return app
 
 
-async def aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Pools, listeners and the refresher: made at start-up, stopped and closed on the way out."""
-    settings, metrics = app[SETTINGS], app[METRICS]
-    app[SHARDS] = shards = ShardSet(settings.shards_file, settings.shard_dsns, settings.pool_size)
+async def shards_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One pool per shard of the shard file; a bad shard file fails start-up."""
+    settings = app[SETTINGS]
+    app[SHARDS] = shards = ShardSet(settings.shards_file, settings.shard_dsns, settings.pool_size,
+                                    settings.shard_bounds)
     await shards.open()
-    metrics.registry.gauge_family(
+    app[METRICS].registry.gauge_family(
         "reactions_shard_read", "Shards this aggregator reads (1 each), by name and state.", ["shard", "state"],
         lambda: {(h.name, h.shard.state): 1.0 for h in shards},
     )
-    app[FANOUT] = fanout = FanOut(settings.shard_timeout_s, metrics, settings.cold_read_slots)
-    app[LIVE] = live = LiveHours(fanout)
-    app[PAST] = past = PastHours(settings.past_cache_hours, fanout, metrics)
-    listener = None
-    if settings.listen_for_late_writes:
-        listener = LateWriteListener(lambda hour: past.invalidate(hour, "notify"), settings.shard_timeout_s)
-        app[LISTENER] = listener
-        listener.sync(shards)
-    app[REFRESHER] = refresher = Refresher(settings, shards, live, past, listener, metrics)
-    await refresher.tick()  # a first snapshot before serving (incomplete if a shard is down)
+    try:
+        yield
+    finally:
+        await shards.close()
+
+
+async def past_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Past-hour reads still running are stopped on the way out."""
+    try:
+        yield
+    finally:
+        await app[PAST].close()
+
+
+async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """LISTEN for late writes on every shard (unless disabled)."""
+    settings, past, shards = app[SETTINGS], app[PAST], app[SHARDS]
+    if not settings.listen_for_late_writes:
+        yield
+        return
+    app[LISTENER] = listener = LateWriteListener(lambda hour: past.invalidate(hour, "notify"),
+                                                 settings.shard_timeout_s)
+    listener.sync(shards)
+    try:
+        yield
+    finally:
+        await listener.close()
+
+
+async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A first snapshot before serving (incomplete if a shard is down), then one refresh per interval."""
+    settings = app[SETTINGS]
+    refresher = Refresher(settings, app[SHARDS], app[LIVE], app[PAST], app.get(LISTENER), app[METRICS], app[FANOUT])
+    app[REFRESHER] = refresher
+    await refresher.tick()
     task = asyncio.create_task(refresher.run(), name="refresher")
+    log.info("aggregator ready on %s:%d over %d shards", settings.host, settings.port, len(app[SHARDS]))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def sighup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP re-reads the shard file now: the handler only sets a flag and wakes the refresher."""
+    shards, refresher = app[SHARDS], app[REFRESHER]
+
     def reload_shards() -> None:
         shards.request_reload()
         refresher.wake()
 
     stop_watching = watch_sighup(reload_shards)
-    log.info("aggregator ready on %s:%d over %d shards", settings.host, settings.port, len(shards))
     try:
         yield
     finally:
         stop_watching()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        if listener is not None:
-            await listener.close()
-        await past.close()
-        await shards.close()
 
 
 def watch_sighup(on_hup: Callable[[], None]) -> Callable[[], None]:

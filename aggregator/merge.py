@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aggregator.db import ShardHour
+from aggregator.db import ShardHour, ShardIdentity, Stamp
 
 
 def render_body(unique_users: int, clicks: int, impressions: int) -> bytes:
@@ -15,10 +16,11 @@ def render_body(unique_users: int, clicks: int, impressions: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class HourAnswer:
-    """A complete answer for one hour and the per-shard versions it was read at."""
+    """A complete answer for one hour, each shard's stamp (database and version) it was read at, and when."""
 
     body: bytes
-    versions: Mapping[str, int]
+    stamps: Mapping[str, Stamp]
+    read_at: float = 0.0  # time.monotonic() when the read started
 
 
 def union_size(user_lists: Iterable[list[str]]) -> int:
@@ -29,7 +31,7 @@ def union_size(user_lists: Iterable[list[str]]) -> int:
     return len(union)
 
 
-def merge(per_shard: Mapping[str, ShardHour]) -> HourAnswer:
+def merge(per_shard: Mapping[str, ShardHour], read_at: float = 0.0) -> HourAnswer:
     """Does not depend on the order in which shards answered."""
     hours = per_shard.values()
     body = render_body(
@@ -37,4 +39,17 @@ def merge(per_shard: Mapping[str, ShardHour]) -> HourAnswer:
         sum(h.clicks for h in hours),
         sum(h.impressions for h in hours),
     )
-    return HourAnswer(body, {name: h.version for name, h in per_shard.items()})
+    return HourAnswer(body, {name: h.stamp for name, h in per_shard.items()}, read_at)
+
+
+def same_database(identities: Mapping[str, ShardIdentity]) -> dict[str, str]:
+    """Shards that reached one database under two names, each with the reason it must not be summed."""
+    by_database: defaultdict[tuple[int, int], list[str]] = defaultdict(list)
+    for name, identity in identities.items():
+        by_database[identity.database].append(name)
+    clashes: dict[str, str] = {}
+    for names in by_database.values():
+        if len(names) > 1:
+            for name in names:
+                clashes[name] = f"is the same database as shard {', '.join(sorted(set(names) - {name}))}"
+    return clashes

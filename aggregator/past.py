@@ -8,8 +8,15 @@
   in-flight map: its answer is served to the requests already waiting on it
   but not cached, and later requests start a new read.
 - The version check (the backstop for missed notifications): every cached
-  answer remembers each shard's version of the hour, read in the same
-  snapshot as its users; any shard now at another version drops the hour.
+  answer remembers each shard's stamp of the hour (its database identity and
+  the hour's version there), read in the same snapshot as its users; any
+  shard now at another stamp (a late write, a version gone backwards, another
+  database behind the DSN) drops the hour.
+- A cached answer is only as good as the last check that confirmed it: one
+  that no check of some shard has confirmed within ``trust_s`` (the staleness
+  bound) is dropped when asked for, and read again (or answered 503 while that
+  shard does not answer). Notifications only make late writes visible sooner;
+  the bound never depends on them (README, Invariants 5).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,8 +48,11 @@ class Flight:
 
 
 class PastHours:
-    def __init__(self, max_hours: int, fanout: FanOut, metrics: AggregatorMetrics) -> None:
+    def __init__(self, max_hours: int, fanout: FanOut, metrics: AggregatorMetrics, trust_s: float) -> None:
         self._cache: LRUCache[int, HourAnswer] = LRUCache(maxsize=max_hours)
+        self._trust_s = trust_s
+        # Per shard, time.monotonic() when the last version check that it answered started.
+        self._checked_at: dict[str, float] = {}
         self._flights: dict[int, Flight] = {}
         # Every read still running, joinable or not, so that close() stops them all.
         self._running: set[asyncio.Task[HourAnswer]] = set()
@@ -53,7 +64,16 @@ class PastHours:
 
     def cached(self, hour: int) -> bytes | None:
         answer = self._cache.get(hour)
-        return answer.body if answer is not None else None
+        if answer is None:
+            return None
+        if not self._confirmed(answer, time.monotonic()):
+            self.invalidate(hour, "unconfirmed")
+            return None
+        return answer.body
+
+    def _confirmed(self, answer: HourAnswer, now: float) -> bool:
+        oldest = now - self._trust_s
+        return all(max(answer.read_at, self._checked_at.get(shard, 0.0)) >= oldest for shard in answer.stamps)
 
     async def compute(self, shards: ShardSet, hour: int) -> bytes:
         """Read ``hour`` from every shard (or join the read in progress); IncompleteAnswer if a shard fails."""
@@ -99,21 +119,23 @@ class PastHours:
             self._cache[hour] = answer
 
     async def check_versions(self, shards: ShardSet) -> None:
-        """Drop every cached hour whose version changed on some shard since it was read."""
+        """Drop every cached hour whose stamp changed on some shard since it was read."""
         hours = list(self._cache)
+        started = time.monotonic()
         if not hours:
+            self._checked_at = dict.fromkeys(shards.names, started)  # nothing to confirm: nothing unconfirmed
             return
-        answers, _failures = await self._fanout.gather(shards, lambda _name, conn: db.fetch_versions(conn, hours))
-        # A shard that failed is checked on the next refresh; its cached hours stay meanwhile.
-        for name, versions in answers.items():
-            self._drop_changed(name, hours, versions)
+        answers, _failures = await self._fanout.gather(shards, lambda _name, conn: db.fetch_stamps(conn, hours))
+        # A shard that failed is checked again on the next refresh; its cached
+        # hours stay until the trust bound runs out.
+        for name, stamps in answers.items():
+            self._drop_changed(name, hours, stamps)
+            self._checked_at[name] = started
 
-    def _drop_changed(self, shard: str, hours: Sequence[int], versions: dict[int, int]) -> None:
+    def _drop_changed(self, shard: str, hours: Sequence[int], stamps: db.HourStamps) -> None:
         for hour in hours:
             answer = self._peek(hour)
-            if answer is not None and answer.versions.get(shard, db.EMPTY_VERSION) != versions.get(
-                hour, db.EMPTY_VERSION
-            ):
+            if answer is not None and answer.stamps.get(shard) != stamps.stamp(hour):
                 log.info("hour %d changed on shard %s: dropped from the cache", hour, shard)
                 self.invalidate(hour, "version")
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 
+from aggregator.fanout import FanOut
 from aggregator.listener import LateWriteListener
 from aggregator.live import LiveHour, LiveHours, live_hours
 from aggregator.metrics import AggregatorMetrics
@@ -26,6 +27,7 @@ class Refresher:
         past: PastHours,
         listener: LateWriteListener | None,
         metrics: AggregatorMetrics,
+        fanout: FanOut,
     ) -> None:
         self._settings = settings
         self._shards = shards
@@ -33,6 +35,7 @@ class Refresher:
         self._past = past
         self._listener = listener
         self._metrics = metrics
+        self._fanout = fanout
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -58,6 +61,7 @@ class Refresher:
             log.info("shards changed: added %s, removed %s", list(change.added), list(change.removed))
             self._past.clear("topology")
             self._live.forget_shards(change.removed)
+            self._fanout.forget(change.removed)
             if self._listener is not None:
                 self._listener.sync(self._shards)
         now = self._settings.clock()
@@ -73,5 +77,5 @@ class Refresher:
     def _retire(self, live: LiveHour) -> None:
         """An hour that stops being live becomes a cached past hour if its answer is complete."""
         answer = live.complete_answer()
-        if answer is not None and self._shards.names.issuperset(answer.versions):
+        if answer is not None and self._shards.names.issuperset(answer.stamps):
             self._past.seed(live.hour, answer)

@@ -9,4 +9,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/analytics", views.get_analytics)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
+    app.router.add_get("/shards", views.shards)
     app.router.add_get("/metrics", views.metrics)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from common.hours import now_ms
+from common.pg import WaitBounds
 from common.settings import SettingsError, env_bool, env_float, env_int, env_str
 
 # Refreshing faster than this only burns shard CPU; tests use about this.
@@ -29,15 +30,19 @@ class Settings:
     shard_dsns: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8201
-    # The live hour lags commits by at most this (DESIGN invariant 5).
+    # The live hour lags commits by at most this (README, Invariants 5).
     refresh_interval_s: float = 1.0
     # Live answers older than this are marked stale; None: twice the refresh interval.
     live_max_lag_s: float | None = None
     # How long after the hour turns the previous hour stays live: late events
     # from clients whose clocks lag still land there, so keep it in memory.
     grace_s: float = 300.0
-    # A shard that does not answer within this is treated as unreachable.
-    shard_timeout_s: float = 2.0
+    # A shard that does not answer within this is treated as unreachable: it
+    # bounds getting a connection, the statement and giving it back
+    # (README, Invariants 6). A cold read answers within cold_slot_wait_s + this.
+    shard_timeout_s: float = 1.0
+    # How long a cold read waits for a free slot before answering 503.
+    cold_slot_wait_s: float = 0.5
     # Past hours kept (one small entry each: a body and a version per shard).
     past_cache_hours: int = 4096
     # Connections per shard: the refresher, the version check, and at most
@@ -59,6 +64,10 @@ class Settings:
         return 1000 * (self.live_max_lag_s if self.live_max_lag_s is not None else 2 * self.refresh_interval_s)
 
     @property
+    def shard_bounds(self) -> WaitBounds:
+        return WaitBounds(acquire_s=self.shard_timeout_s, statement_s=self.shard_timeout_s)
+
+    @property
     def cold_read_slots(self) -> int:
         """Cold fan-outs in flight at once: the pool less what the refresher needs (at least one)."""
         return max(1, self.pool_size - REFRESHER_CONNECTIONS)
@@ -77,7 +86,8 @@ class Settings:
             refresh_interval_s=env_float("REACTIONS_REFRESH_INTERVAL_MS", 1000.0, MIN_REFRESH_INTERVAL_MS) / 1000,
             live_max_lag_s=(env_float("REACTIONS_LIVE_MAX_LAG_MS", 0.0, MIN_REFRESH_INTERVAL_MS) / 1000) or None,
             grace_s=env_float("REACTIONS_GRACE_S", cls.grace_s),
-            shard_timeout_s=env_float("REACTIONS_SHARD_TIMEOUT_MS", 2000.0, MIN_SHARD_TIMEOUT_MS) / 1000,
+            shard_timeout_s=env_float("REACTIONS_SHARD_TIMEOUT_MS", 1000.0, MIN_SHARD_TIMEOUT_MS) / 1000,
+            cold_slot_wait_s=env_float("REACTIONS_COLD_SLOT_WAIT_MS", 500.0, MIN_SHARD_TIMEOUT_MS) / 1000,
             past_cache_hours=env_int("REACTIONS_PAST_CACHE_HOURS", cls.past_cache_hours, minimum=1),
             pool_size=env_int("REACTIONS_POOL_SIZE", cls.pool_size, minimum=2),
             listen_for_late_writes=env_bool("REACTIONS_LISTEN", cls.listen_for_late_writes),

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from common.pg import create_pool_with_retry, redact
+from common.pg import WaitBounds, create_pool_with_retry, init_connection, keep_session, redact, server_settings
 from sharding.config import ACTIVE, ConfigError, Shard, load
 
 log = logging.getLogger(__name__)
 
 # A pool that cannot close this fast (a query hung on a dead shard) is terminated.
-POOL_CLOSE_TIMEOUT_S = 5.0
+POOL_CLOSE_TIMEOUT_S = 1.0
+SESSION_SETTINGS = {"application_name": "reactions-aggregator"}
 FileStamp = tuple[int, int, int]
 
 
@@ -49,10 +50,11 @@ def shards_from_dsns(dsns: tuple[str, ...]) -> tuple[Shard, ...]:
 
 
 class ShardSet:
-    def __init__(self, shards_file: str | None, dsns: tuple[str, ...], pool_size: int) -> None:
+    def __init__(self, shards_file: str | None, dsns: tuple[str, ...], pool_size: int, bounds: WaitBounds) -> None:
         self._file = shards_file
         self._dsns = dsns
         self._pool_size = pool_size
+        self._bounds = bounds
         self._handles: dict[str, ShardHandle] = {}
         self._stamp: FileStamp | None = None
         self._reload_requested = False
@@ -116,12 +118,21 @@ class ShardSet:
             if shard.name in self._handles:  # same DSN: only the state may differ
                 self._handles[shard.name] = ShardHandle(shard, self._handles[shard.name].pool)
                 continue
-            pool = await create_pool_with_retry(shard.dsn, attempts=1, min_size=0, max_size=self._pool_size)
+            pool = await self._open_pool(shard.dsn)
             self._handles[shard.name] = ShardHandle(shard, pool)
             added.append(shard.name)
             log.info("reading shard %s (%s, %s)", shard.name, redact(shard.dsn), shard.state)
         await asyncio.gather(*(close_pool(h.pool) for h in removed))
         return TopologyChange(tuple(added), tuple(h.name for h in removed))
+
+
+    async def _open_pool(self, dsn: str) -> asyncpg.Pool:
+        """A lazy pool (min_size 0: nothing connects here), its sessions bounded server-side too."""
+        return await create_pool_with_retry(
+            dsn, attempts=1, min_size=0, max_size=self._pool_size, timeout=self._bounds.acquire_s,
+            server_settings=server_settings(self._bounds, **SESSION_SETTINGS), init=init_connection,
+            reset=keep_session,
+        )
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:

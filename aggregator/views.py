@@ -12,9 +12,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from aggregator import db
-from aggregator.fanout import IncompleteAnswer
-from aggregator.keys import FANOUT, LIVE, METRICS, PAST, SETTINGS, SHARDS
+from aggregator.fanout import ColdReadsBusy, IncompleteAnswer
+from aggregator.keys import FANOUT, LISTENER, LIVE, METRICS, PAST, SETTINGS, SHARDS
 from aggregator.live import LiveHour
+from aggregator.status import shard_json
 from common.events import MAX_READ_TIMESTAMP_MS, MAX_TIMESTAMP_DIGITS, parse_read_hour
 from common.hours import hour_of
 
@@ -59,13 +60,9 @@ async def get_analytics(request: web.Request) -> web.Response:
     live = app[LIVE].hours.get(hour)
     if live is None:
         return await cold_answer(app, hour)
-    body, settings = live.body, app[SETTINGS]
-    if (  # the hot path, kept inline: a complete snapshot young enough to be fresh
-        body is not None
-        and live.stale_since_ms is None
-        and live.last_complete_ms is not None
-        and settings.clock() - live.last_complete_ms <= settings.stale_after_ms
-    ):
+    settings = app[SETTINGS]
+    body = live.fresh_body(settings.clock(), settings.stale_after_ms)
+    if body is not None:  # the hot path: a complete snapshot young enough to be fresh
         app[METRICS].reads.inc(1, "live")
         return web.Response(body=body, headers=TEXT_PLAIN)
     return live_answer(app, live)
@@ -73,14 +70,11 @@ async def get_analytics(request: web.Request) -> web.Response:
 
 def live_answer(app: web.Application, live: LiveHour) -> web.Response:
     """From memory only: the latest snapshot, marked stale while some shard fails or refreshes lag."""
-    body, stale_since = live.body, live.stale_since_ms
+    settings = app[SETTINGS]
+    body, stale_since = live.body, live.stale_since(settings.clock(), settings.stale_after_ms)
     if body is None:
         app[METRICS].refused.inc(1, "503")
         raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet")
-    settings = app[SETTINGS]
-    if stale_since is None and live.last_complete_ms is not None \
-            and settings.clock() - live.last_complete_ms > settings.stale_after_ms:
-        stale_since = live.last_complete_ms
     if stale_since is None:
         app[METRICS].reads.inc(1, "live")
         return plain(body)
@@ -104,6 +98,9 @@ async def cold_answer(app: web.Application, hour: int) -> web.Response:
     except IncompleteAnswer as exc:
         metrics.refused.inc(1, "503")
         raise unavailable(f"hour {hour} is incomplete, not answered: {exc}") from None
+    except ColdReadsBusy as exc:
+        metrics.refused.inc(1, "503")
+        raise unavailable(f"hour {hour} is not answered now: {exc}; retry") from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -111,12 +108,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when every shard (active or retired) answers."""
+    """Ready when every shard (active or retired) answers, within the shard timeout."""
     shards = request.app[SHARDS]
-    _, failures = await request.app[FANOUT].gather(shards, lambda _name, conn: db.ping(conn))
+    _, failures = await request.app[FANOUT].gather(shards, lambda _name, conn: db.fetch_identity(conn))
     if failures:
         raise unavailable("; ".join(f"shard {f.shard}: {f.reason}" for f in failures))
     return web.Response(text="ready\n")
+
+
+async def shards(request: web.Request) -> web.Response:
+    """What this aggregator reads, as JSON: each shard's state, database identity and last read (no I/O)."""
+    app = request.app
+    listening = app[LISTENER].listening if LISTENER in app else set()
+    return web.json_response({"shards": [
+        shard_json(handle.shard, app[FANOUT].status.get(handle.name), handle.name in listening)
+        for handle in app[SHARDS]
+    ]})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ from aggregator.live import LiveHours
 from aggregator.metrics import AggregatorMetrics
 from aggregator.shards import ShardSet
 from common.hours import current_hour, hour_start_ms
+from common.pg import WaitBounds
 from common.schema import migrate
 from perf.wrk import run_wrk
 from sharding.postgres import LocalPostgres
@@ -158,9 +159,10 @@ async def migrate_all(dsns: list[str]) -> None:
 
 async def traced_live_bytes(dsns: list[str], hour: int) -> int:
     """tracemalloc of one LiveHour (user dict, its strings, cursors) built by the aggregator's own code."""
-    shards = ShardSet(None, tuple(dsns), pool_size=2)
+    bounds = WaitBounds(acquire_s=60.0, statement_s=60.0)
+    shards = ShardSet(None, tuple(dsns), pool_size=2, bounds=bounds)
     await shards.open()
-    live = LiveHours(FanOut(60.0, AggregatorMetrics.create(), cold_read_slots=1))
+    live = LiveHours(FanOut(60.0, AggregatorMetrics.create(), cold_read_slots=1, slot_wait_s=60.0))
     try:
         await live.refresh(shards, [hour], 0, lambda _: None)  # warm the pools and statements
         live.hours.clear()

@@ -85,7 +85,8 @@ async def test_missed_notification_caught_by_version_check(shard_dsns: list[str]
                                                            make_aggregator: MakeAggregator) -> None:
     past = clock.hour - 3
     await write(shard_dsns[0], past, ["old"], clock.hour)
-    client = await make_aggregator(shard_dsns=tuple(shard_dsns), listen_for_late_writes=False)
+    # A staleness bound well above the refresh interval: the version check, not the trust bound, drops the hour.
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), listen_for_late_writes=False, live_max_lag_s=10.0)
     await cache_past_hour(client, past, body(1, 1, 0))
     # A writer whose clock still says `past` does not notify at all.
     await write(shard_dsns[2], past, [Write("late", "impression")], current_hour=past)
