@@ -30,12 +30,12 @@ from collections import defaultdict
 from sharding.cluster import ClusterError, LocalCluster
 from sharding.processes import port_is_free
 from sharding.settings import PORT_SPAN, ClusterSettings
-from tests.conftest import world_traversable_tmpdir
 from tests.faults.audit import AuditReport, audit
 from tests.faults.faults import FAULTS
 from tests.faults.load import LoadPlan, LoadStats
 from tests.faults.record import AuditRecord
 from tests.faults.scenario import Outcome, base_url, run_scenario, sources
+from tests.support.postmaster import world_traversable_tmpdir
 
 DEFAULT_SECONDS = 180.0
 DEFAULT_PORT = 17000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,13 @@ RESTART_DEADLINE_S = 30.0
 POLL_S = 0.05
 # Between two attempts to start: pg_ctl itself waits for readiness, so retries are few.
 RETRY_PAUSE_S = 0.2
+
+
+def world_traversable_tmpdir(prefix: str) -> Path:
+    """A new temporary directory the PostgreSQL OS user can traverse (its data directories go below)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    return path
 
 
 def processes_in(directory: Path) -> list[int]:
