@@ -21,6 +21,7 @@ run, and each network takes a /24 of the range that nothing here uses yet
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -28,7 +29,7 @@ import random
 import secrets
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 import pytest
@@ -162,6 +163,16 @@ class Host:
 
     def __repr__(self) -> str:
         return f"Host({self.namespace}, {self.address})"
+
+
+@contextlib.contextmanager
+def partitioned(host: Host) -> Iterator[Host]:
+    """``host`` cut off inside the block, healed on the way out whatever happened."""
+    host.partition()
+    try:
+        yield host
+    finally:
+        host.heal()
 
 
 class HostNetwork:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from sharding.postgres import LocalPostgres
+from tests.support.netns import Host
 
 # How long a crashed server may take to be gone and to start again.
 RESTART_DEADLINE_S = 30.0
@@ -20,6 +21,8 @@ RESTART_DEADLINE_S = 30.0
 POLL_S = 0.05
 # Between two attempts to start: pg_ctl itself waits for readiness, so retries are few.
 RETRY_PAUSE_S = 0.2
+# Each test host has a network stack of its own, so PostgreSQL's usual port is free in it.
+HOST_PG_PORT = 5432
 
 
 def world_traversable_tmpdir(prefix: str) -> Path:
@@ -65,3 +68,8 @@ def start_postgres(pg: LocalPostgres, deadline_s: float = RESTART_DEADLINE_S) ->
             if time.monotonic() > deadline:
                 raise
             time.sleep(RETRY_PAUSE_S)
+
+
+def postgres_in(host: Host, data_dir: Path, port: int = HOST_PG_PORT) -> LocalPostgres:
+    """A server (not started yet) that runs inside ``host`` and listens on the host's address."""
+    return LocalPostgres(data_dir, port, listen_address=host.address, command_prefix=tuple(host.command([])))
