@@ -22,6 +22,7 @@ run, and each network takes a /24 of the range that nothing here uses yet
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -99,6 +100,7 @@ def free_subnet(rng: random.Random) -> ipaddress.IPv4Network:
     return rng.choice(candidates)
 
 
+@functools.cache
 def netns_unavailable() -> str | None:
     """Why network namespaces cannot be made here (one line), or None when they can."""
     if os.geteuid() != 0:
