@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to run Reactions locally:
-# nginx and the PostgreSQL server binaries, and wrk (a C HTTP load generator,
-# for make bench). Does nothing when they are there.
+# nginx and the PostgreSQL server binaries, wrk (a C HTTP load generator,
+# for make bench), and iproute2 and nftables (the gray-failure tests run
+# PostgreSQL in network namespaces and cut them off with an nftables rule).
+# Does nothing when they are there.
 set -euo pipefail
 
 have_pg() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
@@ -12,6 +14,8 @@ have_nginx || missing+=(nginx-light)
 have_pg || missing+=(postgresql)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

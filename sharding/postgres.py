@@ -1,7 +1,10 @@
 """A local PostgreSQL cluster per shard, run as an unprivileged OS user.
 
 PostgreSQL refuses to run as root; when we are root, every server command
-goes through ``runuser -u postgres``.
+goes through ``runuser -u postgres``. A server may also run inside a network
+namespace (the gray-failure tests' hosts): it then listens on that host's
+address and its server commands go through a prefix such as
+``ip netns exec NS``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ DATABASE = "reactions"
 # Enough for several writer and aggregator pools against one shard.
 MAX_CONNECTIONS = 300
 START_TIMEOUT_S = 60
+# Where a server listens unless told otherwise: loopback, never a routed address.
+LOOPBACK = "127.0.0.1"
 
 
 def pg_bin(name: str) -> str:
@@ -40,17 +45,24 @@ def as_pg_user(argv: list[str]) -> list[str]:
 
 @dataclass
 class LocalPostgres:
-    """One PostgreSQL server with its own data directory and port."""
+    """One PostgreSQL server with its own data directory and port.
+
+    ``listen_address`` is where it listens and what its DSNs name;
+    ``command_prefix`` goes before the server commands (``pg_ctl``), for a
+    server run in another network namespace (``("ip", "netns", "exec", NS)``).
+    """
 
     data_dir: Path
     port: int
+    listen_address: str = LOOPBACK
+    command_prefix: tuple[str, ...] = ()
 
     @property
     def dsn(self) -> str:
         return self.dsn_for(DATABASE)
 
     def dsn_for(self, database: str) -> str:
-        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{PG_USER}@{self.listen_address}:{self.port}/{database}"
 
     @property
     def log_file(self) -> Path:
@@ -60,7 +72,7 @@ class LocalPostgres:
         return (self.data_dir / "PG_VERSION").exists()
 
     def init(self) -> None:
-        """initdb (once) with trust auth on loopback only."""
+        """initdb (once) with trust auth on loopback only (and the host's own subnet off loopback)."""
         if self.initialized():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,20 +86,29 @@ class LocalPostgres:
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# Reactions shard\n"
-                "listen_addresses = '127.0.0.1'\n"
+                f"listen_addresses = '{self.listen_address}'\n"
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.data_dir}'\n"
                 f"max_connections = {MAX_CONNECTIONS}\n"
                 "synchronous_commit = on\n"
                 "fsync = on\n"
             )
+        if self.listen_address != LOOPBACK:
+            # Clients reach a namespaced server from the bridge's address; samenet
+            # is the namespace's own subnet, so nothing beyond the test's bridge.
+            with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                hba.write("\n# Reactions: the test host's own subnet\nhost all all samenet trust\n")
+
+    def server_command(self, argv: list[str]) -> list[str]:
+        """A server command as the PostgreSQL user, behind the command prefix (which must run as root)."""
+        return [*self.command_prefix, *as_pg_user(argv)]
 
     def start(self) -> None:
         """Start the server and create the database; returns once it accepts connections."""
         self.init()
         subprocess.run(
-            as_pg_user([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                        "-t", str(START_TIMEOUT_S), "-o", f"-p {self.port}", "start"]),
+            self.server_command([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+                                 "-t", str(START_TIMEOUT_S), "-o", f"-p {self.port}", "start"]),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -97,7 +118,7 @@ class LocalPostgres:
         if self.pid() is None:
             return
         subprocess.run(
-            as_pg_user([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
+            self.server_command([pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -136,7 +157,7 @@ class LocalPostgres:
         """Create a database unless it exists (names are our own identifiers)."""
         if not name.isidentifier():
             raise ValueError(f"bad database name {name!r}")
-        psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", "postgres",
+        psql = [pg_bin("psql"), "-h", self.listen_address, "-p", str(self.port), "-U", PG_USER, "-d", "postgres",
                 "-tAq", "-v", "ON_ERROR_STOP=1"]
         exists = subprocess.run(
             [*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],

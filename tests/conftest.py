@@ -7,10 +7,7 @@ databases on it. Tests that need to stop a server start one of their own
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -18,14 +15,9 @@ import pytest
 from common.schema import migrate
 from sharding.postgres import LocalPostgres
 from sharding.processes import free_port
+from tests.support.postmaster import world_traversable_tmpdir
 
 SHARD_DATABASES = ("shard_a", "shard_b", "shard_c")
-
-
-def world_traversable_tmpdir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(path, 0o755)
-    return path
 
 
 @pytest.fixture(scope="session")

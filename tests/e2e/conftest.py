@@ -26,7 +26,7 @@ from sharding.cluster import LocalCluster
 from sharding.config import Topology, load
 from sharding.processes import port_is_free
 from sharding.settings import PORT_SPAN, ClusterSettings
-from tests.conftest import world_traversable_tmpdir
+from tests.support.postmaster import world_traversable_tmpdir
 
 # Long enough for a loaded CI machine, short enough that a broken path fails fast.
 DEADLINE_S = 20.0

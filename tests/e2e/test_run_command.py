@@ -16,8 +16,8 @@ from sharding.cluster import LocalCluster
 from sharding.config import load
 from sharding.processes import alive, start_ticks
 from sharding.settings import ClusterSettings
-from tests.conftest import world_traversable_tmpdir
 from tests.e2e.conftest import REPO_ROOT, TEST_ENV, cli_env, free_base_port, own_past_hour_ts, post, wait_counts
+from tests.support.postmaster import world_traversable_tmpdir
 
 UP_MESSAGE = "Reactions is up on"
 

@@ -6,9 +6,11 @@ Three views must agree:
    acknowledged + ambiguous`` for clicks and impressions, and for unique users
    ``acknowledged users <= counted <= acknowledged or unanswered users``;
 2. the shards' own rows, found by the events' idempotency keys: every
-   acknowledged key is stored (else it is lost), no refused key is stored, no
-   key is stored more often than it had attempts without an answer, and each
-   row holds exactly what was sent;
+   acknowledged key is stored (else it is lost), no refused key is stored (an
+   event every attempt of which got a plain 503 or another definite refusal:
+   refused but counted), no key is stored more often than it had attempts
+   without an answer (time-outs and unknown outcomes), and each row holds
+   exactly what was sent;
 3. the GET answers through nginx (and from each aggregator directly): once
    they converge they equal the stored rows plus the hour's baseline,
    exactly. An answer not marked stale that differs from the truth once the
@@ -56,6 +58,7 @@ class AuditReport:
     name: str
     acknowledged: int = 0
     unanswered: int = 0
+    unknown: int = 0  # unanswered events with at least one "outcome unknown" answer
     refused: int = 0
     retried_after_no_answer: int = 0
     stored: int = 0  # rows of the record's keys in the shards
@@ -69,10 +72,12 @@ class AuditReport:
     posts: Counter[str] = field(default_factory=Counter)
     reads: Counter[str] = field(default_factory=Counter)
     hours: int = 0
+    slowest_s: float = 0.0  # the longest request of the load, POST or GET
+    slowest: str = ""
 
     def problems(self) -> list[str]:
         out = [f"lost (acknowledged, not stored): {k}" for k in self.lost[:20]]
-        out += [f"stored although refused: {k}" for k in self.refused_but_stored[:20]]
+        out += [f"refused but counted (stored although refused): {k}" for k in self.refused_but_stored[:20]]
         out += [f"stored more often than attempted: {k}" for k in self.over_stored[:20]]
         out += [f"garbled row: {g}" for g in self.garbled[:20]]
         out += [f"wrong answer: {w}" for w in self.wrong[:20]]
@@ -80,9 +85,10 @@ class AuditReport:
 
     def line(self) -> str:
         return (f"{self.name:<26} acknowledged={self.acknowledged:<6} unanswered={self.unanswered:<3} "
-                f"refused={self.refused:<4} retried={self.retried_after_no_answer:<3} stored={self.stored:<6} "
-                f"counted={self.counted:<6} duplicated={self.duplicated:<2} lost={len(self.lost)} "
-                f"wrong={len(self.wrong)} hours={self.hours}")
+                f"unknown={self.unknown:<3} refused={self.refused:<4} retried={self.retried_after_no_answer:<3} "
+                f"stored={self.stored:<6} counted={self.counted:<6} duplicated={self.duplicated:<2} "
+                f"lost={len(self.lost)} wrong={len(self.wrong)} refused_but_counted={len(self.refused_but_stored)} "
+                f"slowest={self.slowest_s:.2f}s hours={self.hours}")
 
 
 async def take_baseline(base: str, record: AuditRecord, hours: Sequence[int], deadline_s: float = CONVERGE_S) -> None:
@@ -190,9 +196,12 @@ async def confirm(sources: Sequence[str], hour: int, expected: HourCounts, settl
 async def audit(name: str, base: str, aggregators: Sequence[str], dsns: Sequence[str], record: AuditRecord,
                 stats: LoadStats, staleness_s: float, converge_s: float = CONVERGE_S) -> AuditReport:
     """The whole audit of one load; call it once nothing is in flight and the cluster has recovered."""
-    report = AuditReport(name, posts=stats.posts, reads=stats.reads, hours=len(record.hours))
+    report = AuditReport(name, posts=stats.posts, reads=stats.reads, hours=len(record.hours),
+                         slowest_s=stats.slowest_s, slowest=stats.slowest)
     report.acknowledged = len(record.with_outcome(Outcome.ACKED))
-    report.unanswered = len(record.with_outcome(Outcome.UNANSWERED))
+    unanswered = record.with_outcome(Outcome.UNANSWERED)
+    report.unanswered = len(unanswered)
+    report.unknown = sum(1 for s in unanswered if s.unknown)
     report.refused = len(record.with_outcome(Outcome.REFUSED))
     report.retried_after_no_answer = record.retried_after_no_answer
     report.wrong = [str(w) for w in stats.wrong]

@@ -10,13 +10,11 @@ calls run in a thread so the load keeps running on the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 
@@ -25,14 +23,12 @@ from sharding import nginx
 from sharding.cluster import LocalCluster
 from sharding.config import load as load_topology
 from sharding.operations import add_shard, retire_shard
-from sharding.postgres import LocalPostgres
 from sharding.processes import ProcessRecord, alive, http_get, wait_ready
 from sharding.ring import Ring
 from tests.faults.load import Load, check_read, get_hour
+from tests.support.postmaster import start_postgres
 from tests.waiting import wait_until
 
-DEADLINE_S = 30.0
-POLL_S = 0.05
 # Events acknowledged between two steps of a fault: the load is visibly running.
 PROGRESS_ACKS = 100
 
@@ -68,44 +64,6 @@ async def restart_writers(cluster: LocalCluster, shard_name: str) -> None:
     shard = load_topology(cluster.shards_file).shard(shard_name)
     for record in await asyncio.to_thread(cluster.start_writers, shard):
         await asyncio.to_thread(wait_ready, record)
-
-
-def processes_in(directory: Path) -> list[int]:
-    """Pids whose working directory is ``directory`` (a PostgreSQL's backends work in its data directory)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if Path(os.readlink(proc / "cwd")) == directory:
-                    found.append(int(proc.name))
-    return found
-
-
-def stale_postmaster(data_dir: Path) -> bool:
-    """Whether the dead postmaster of postmaster.pid is still in /proc (a zombie until init reaps it).
-
-    PostgreSQL refuses to start while that pid exists ("lock file already exists").
-    """
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        return Path(f"/proc/{pid}").exists()
-    return False
-
-
-def start_postgres(pg: LocalPostgres, deadline_s: float = DEADLINE_S) -> None:
-    """Start a crashed server once its orphaned backends and its zombie postmaster are gone."""
-    deadline = time.monotonic() + deadline_s
-    data_dir = pg.data_dir.resolve()
-    while (processes_in(data_dir) or stale_postmaster(data_dir)) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    while True:
-        try:
-            pg.start()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 # -- the faults ---------------------------------------------------------------

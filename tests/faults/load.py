@@ -3,8 +3,16 @@
 Writers post events for a population of users, mostly for the current hour
 and some for past hours, in all three URL forms, each with its own
 idempotency key (a header or ``id=``), retrying with the same key after a
-503 or no answer. Readers GET the touched hours meanwhile and check every
-answer against the record:
+503, an unknown outcome or no answer. A write attempt ends in one of:
+
+- ``204``: acknowledged;
+- any status with ``X-Reactions-Outcome: unknown`` (a 504, say): the request
+  reached a writer and may be stored; counted as unanswered (ambiguous);
+- a plain ``503``, the writer's own or nginx's own "no server answered"
+  (nginx marks a request that reached a writer as unknown): refused, NOT stored;
+- a time-out or a broken connection: unanswered, may be stored.
+
+Readers GET the touched hours meanwhile and check every answer against the record:
 
 - ``200`` without ``X-Reactions-Stale`` must be complete: at least what was
   acknowledged ``staleness_s`` before the request left, at most what had been
@@ -13,7 +21,9 @@ answer against the record:
 - ``503`` is allowed (a shard did not answer); anything else is an error.
 
 The load stops by itself after ``max_events`` or ``max_seconds``, or when
-``stop`` is set. Only 127.0.0.1.
+``stop`` is set. Only 127.0.0.1 (or a test host of tests/support/netns.py).
+The stats keep the slowest answer of any request, POST or GET: a gray
+failure must not make Reactions hang.
 """
 
 from __future__ import annotations
@@ -32,8 +42,12 @@ from perf.ledger import CLICK, IMPRESSION, HourCounts
 from tests.faults.record import AuditRecord, Bounds, Sent
 
 STALE_HEADER = "X-Reactions-Stale"
-# nginx's own 503 (nginx/reactions.conf.template, @unavailable): the writer may
-# have died holding the request, so the event may be stored.
+# A write whose outcome Reactions does not know (it reached a writer that did
+# not answer in time): it may be stored; the client retries with the same key.
+OUTCOME_HEADER = "X-Reactions-Outcome"
+UNKNOWN_OUTCOME = "unknown"
+# nginx's own 503 (nginx/reactions.conf.template, @unavailable): no writer got
+# the request (one that did is marked unknown), so nothing was stored.
 NGINX_UNAVAILABLE = "no server answered"
 # Backoff between retries of one event: short, since faults here last seconds.
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
@@ -74,10 +88,18 @@ class WrongAnswer:
 
 @dataclass
 class LoadStats:
-    posts: Counter[str] = field(default_factory=Counter)  # per attempt: "204", "503 writer", "no answer", ...
+    posts: Counter[str] = field(default_factory=Counter)  # per attempt: "204", "503 writer", "unknown 504", ...
     reads: Counter[str] = field(default_factory=Counter)  # "complete", "stale", "503", ...
     wrong: list[WrongAnswer] = field(default_factory=list)
     last_ack: float = 0.0
+    unknown: int = 0  # attempts answered with an unknown outcome
+    slowest_s: float = 0.0  # the longest any request took, answered or not
+    slowest: str = ""  # what that request was and got
+
+    def timed(self, what: str, seconds: float) -> None:
+        """Note one request's duration (from sending to its answer, error or time-out)."""
+        if seconds > self.slowest_s:
+            self.slowest_s, self.slowest = seconds, what
 
 
 def write_url(base: str, sent: Sent, form: int, key_in_query: bool) -> str:
@@ -168,7 +190,14 @@ class Load:
 
     async def _attempt(self, session: aiohttp.ClientSession, sent: Sent, form: int, key_in_query: bool,
                        base_url: str | None = None) -> str:
-        """One POST; returns what it got. Definite refusals are noted on ``sent``; others count as ambiguous."""
+        """One POST, timed; returns what it got. Definite refusals are noted on ``sent``, the rest as ambiguous."""
+        started = time.monotonic()
+        kind = await self._post(session, sent, form, key_in_query, base_url)
+        self.stats.timed(f"POST {sent.key}: {kind}", time.monotonic() - started)
+        return kind
+
+    async def _post(self, session: aiohttp.ClientSession, sent: Sent, form: int, key_in_query: bool,
+                    base_url: str | None) -> str:
         url = URL(write_url(base_url or self.plan.base_url, sent, form, key_in_query), encoded=True)
         headers = {} if key_in_query else {"Idempotency-Key": sent.key}
         self.record.on_attempt(sent)
@@ -177,18 +206,23 @@ class Load:
                                     timeout=aiohttp.ClientTimeout(total=self.plan.request_timeout_s)) as resp:
                 body = await resp.text()
                 status = resp.status
+                unknown = resp.headers.get(OUTCOME_HEADER, "").strip().lower() == UNKNOWN_OUTCOME
         except aiohttp.ClientConnectorError:
             sent.refusals.append("not connected")  # the request never left: nothing can be stored
             return "not connected"
         except (TimeoutError, aiohttp.ClientError):
             sent.ambiguous += 1
             return "no answer"
-        if status == 503 and NGINX_UNAVAILABLE in body:
+        if unknown:
             sent.ambiguous += 1
-            return "503 nginx"
+            sent.unknown += 1
+            self.stats.unknown += 1
+            return f"unknown {status}"
         if status != 204:
             sent.refusals.append(f"{status} {body.strip()}")
-        return "503 writer" if status == 503 else str(status)
+        if status == 503:
+            return "503 nginx" if NGINX_UNAVAILABLE in body else "503 writer"
+        return str(status)
 
     # -- reads ----------------------------------------------------------------
 
@@ -203,8 +237,10 @@ class Load:
         while self._running():
             await asyncio.sleep(self.plan.read_pause_s)
             hour = self._read_hour(rng)
+            started = time.monotonic()
             kind = await check_read(session, self.plan.base_url, hour, self.record, self.plan.staleness_s,
                                     self.stats.wrong, timeout_s=self.plan.request_timeout_s)
+            self.stats.timed(f"GET hour {hour}: {kind}", time.monotonic() - started)
             self.stats.reads[kind] += 1
 
 

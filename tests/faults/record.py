@@ -6,10 +6,11 @@ ends in one of three outcomes:
 
 - ``ACKED``: some attempt got ``204``; the event must be counted, at least once;
 - ``UNANSWERED``: no ``204``, and some attempt got no definite answer (a time-out,
-  a reset connection, or nginx's own 503 for a writer that died holding the
-  request); it may or may not be stored;
-- ``REFUSED``: every attempt got a definite refusal (a writer's 503, a 4xx, a
-  connection that was never made); it must NOT be stored.
+  a reset connection, or an answer marked ``X-Reactions-Outcome: unknown``
+  for a request that reached a writer); it may or may not be stored;
+- ``REFUSED``: every attempt got a definite refusal (a plain 503, the
+  writer's own or nginx's "no server answered", a 4xx, a connection that was
+  never made); it must NOT be stored.
 
 An attempt without a definite answer may have been stored on one shard while
 the retry lands on another (a failover moves the user): keys are unique per
@@ -47,7 +48,8 @@ class Sent:
     user: str
     event: str
     attempts: int = 0
-    ambiguous: int = 0  # attempts with no definite answer
+    ambiguous: int = 0  # attempts with no definite answer (the unknown ones among them)
+    unknown: int = 0  # attempts answered "outcome unknown"
     acked_at: float | None = None  # time.monotonic() of the 204
     refusals: list[str] = field(default_factory=list)
 

@@ -30,12 +30,12 @@ from collections import defaultdict
 from sharding.cluster import ClusterError, LocalCluster
 from sharding.processes import port_is_free
 from sharding.settings import PORT_SPAN, ClusterSettings
-from tests.conftest import world_traversable_tmpdir
 from tests.faults.audit import AuditReport, audit
 from tests.faults.faults import FAULTS
 from tests.faults.load import LoadPlan, LoadStats
 from tests.faults.record import AuditRecord
 from tests.faults.scenario import Outcome, base_url, run_scenario, sources
+from tests.support.postmaster import world_traversable_tmpdir
 
 DEFAULT_SECONDS = 180.0
 DEFAULT_PORT = 17000
@@ -84,25 +84,33 @@ async def final_audit(cluster: LocalCluster, outcomes: list[Outcome]) -> AuditRe
     """Every phase's events together, on the cluster as it is now (it started empty, so the baseline is 0)."""
     record = AuditRecord.merged(o.record for o in outcomes if o.record is not None)
     aggregators, dsns = sources(cluster)
-    return await audit("all phases, at the end", base_url(cluster), aggregators, dsns, record, LoadStats(),
+    stats = LoadStats()  # no load of its own: the slowest answer is the phases'
+    for outcome in outcomes:
+        stats.timed(f"{outcome.report.name}: {outcome.report.slowest}", outcome.report.slowest_s)
+    return await audit("all phases, at the end", base_url(cluster), aggregators, dsns, record, stats,
                        PLAN.staleness_s)
 
 
 def print_summary(outcomes: list[Outcome], final: AuditReport, elapsed: float) -> None:
     say(f"\n== chaos audit: {len(outcomes)} phases in {elapsed:.0f}s ==")
-    say(f"{'fault':<24}{'phases':>7}{'acknowledged':>14}{'unanswered':>12}{'refused':>9}{'counted':>10}"
-        f"{'duplicated':>12}{'lost':>6}{'wrong':>7}")
+    say(f"{'fault':<24}{'phases':>7}{'acknowledged':>14}{'unanswered':>12}{'unknown':>9}{'refused':>9}"
+        f"{'counted':>10}{'duplicated':>12}{'lost':>6}{'wrong':>7}{'refused+counted':>17}{'slowest':>9}")
     per_fault: dict[str, list[AuditReport]] = defaultdict(list)
     for outcome in outcomes:
         per_fault[outcome.report.name].append(outcome.report)
     for name, reports in [*per_fault.items(), ("all phases, at the end", [final])]:
         say(f"{name:<24}{len(reports):>7}{sum(r.acknowledged for r in reports):>14}"
-            f"{sum(r.unanswered for r in reports):>12}{sum(r.refused for r in reports):>9}"
-            f"{sum(r.counted for r in reports):>10}{sum(r.duplicated for r in reports):>12}"
-            f"{sum(len(r.lost) for r in reports):>6}{sum(len(r.wrong) for r in reports):>7}")
+            f"{sum(r.unanswered for r in reports):>12}{sum(r.unknown for r in reports):>9}"
+            f"{sum(r.refused for r in reports):>9}{sum(r.counted for r in reports):>10}"
+            f"{sum(r.duplicated for r in reports):>12}{sum(len(r.lost) for r in reports):>6}"
+            f"{sum(len(r.wrong) for r in reports):>7}{sum(len(r.refused_but_stored) for r in reports):>17}"
+            f"{max(r.slowest_s for r in reports):>8.2f}s")
     failed = sum(len(o.problems()) for o in outcomes) + len(final.problems())
     reads = sum((o.report.reads for o in outcomes), start=final.reads)
     say(f"reads during the load: {dict(reads)}")
+    slowest = max(outcomes, key=lambda o: o.report.slowest_s, default=None)
+    if slowest is not None:
+        say(f"slowest answer: {slowest.report.slowest_s:.2f}s ({slowest.report.name}: {slowest.report.slowest})")
     say(f"lost = {sum(len(o.report.lost) for o in outcomes) + len(final.lost)}, "
         f"wrong answers = {sum(len(o.report.wrong) for o in outcomes) + len(final.wrong)}, "
         f"problems = {failed}")
