@@ -92,6 +92,20 @@ async def test_a_cut_resets_the_clients_connection_and_the_relay_keeps_accepting
     assert not Path(f"/proc/{pid}").exists(), "the relay outlived stop()"
 
 
+async def test_the_relay_turns_slow_and_fast_on_an_open_connection(echo_server: tuple[str, int]) -> None:
+    with await asyncio.to_thread(Relay(echo_server, delay_ms=DELAY_MS).start) as relay:
+        assert relay.address is not None
+        reader, writer = await asyncio.open_connection(*relay.address)
+        try:
+            assert await asyncio.to_thread(relay.switch_delay) == 0
+            fast = await round_trip(reader, writer, b"fast")
+            assert await asyncio.to_thread(relay.switch_delay) == DELAY_MS
+            slow = await round_trip(reader, writer, b"slow")
+        finally:
+            writer.close()
+    assert fast < DELAY_MS / 1000 <= 2 * DELAY_MS / 1000 <= slow, (fast, slow)
+
+
 def test_the_relay_refuses_a_target_outside_the_test_hosts() -> None:
     done = subprocess.run([sys.executable, "-m", "tests.support.relay", "--listen", "127.0.0.1:0",
                            "--target", "192.0.2.1:80"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)

@@ -6,9 +6,11 @@ Each accepted connection is joined to a new one to the target. Both
 directions are forwarded in order, each chunk ``delay-ms`` later than it
 arrived, so a round trip grows by twice that (this kernel has no netem).
 SIGUSR1 cuts every current connection abruptly (SO_LINGER 0: both peers see
-a reset) while the listener keeps accepting; SIGTERM, or the end of stdin
-(the test that started it died), stops the relay. It prints
-``listening HOST:PORT`` once it accepts and ``cut N`` after each cut.
+a reset) while the listener keeps accepting; SIGUSR2 switches the delay off
+and on again (a link that turns slow, on the connections already open too);
+SIGTERM, or the end of stdin (the test that started it died), stops the
+relay. It prints ``listening HOST:PORT`` once it accepts, ``cut N`` after
+each cut and ``delay MS`` after each switch.
 It listens on and forwards to loopback or RFC 2544 addresses only
 (the test hosts of tests/support/netns.py).
 
@@ -29,7 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -88,8 +90,8 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s: float) -> None:
-    """Forward one direction in order, each chunk ``delay_s`` after it arrived; pass EOF on."""
+async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s: Callable[[], float]) -> None:
+    """Forward one direction in order, each chunk ``delay_s()`` after it arrived; pass EOF on."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
 
@@ -108,7 +110,7 @@ async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s
     try:
         while True:
             chunk = await source.read(CHUNK)
-            await chunks.put((loop.time() + delay_s, chunk))
+            await chunks.put((loop.time() + delay_s(), chunk))
             if not chunk:
                 break
         await delivering
@@ -121,6 +123,7 @@ class RelayServer:
 
     def __init__(self, target: tuple[str, int], delay_s: float) -> None:
         self.target = target
+        self.configured_delay_s = delay_s
         self.delay_s = delay_s
         self.links: set[Link] = set()
         self.handlers: set[asyncio.Task[None]] = set()
@@ -158,8 +161,16 @@ class RelayServer:
     async def both_ways(self, reader: asyncio.StreamReader, up_reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter, up_writer: asyncio.StreamWriter) -> None:
         async with asyncio.TaskGroup() as both:
-            both.create_task(pump(reader, up_writer, self.delay_s))
-            both.create_task(pump(up_reader, writer, self.delay_s))
+            both.create_task(pump(reader, up_writer, self.current_delay))
+            both.create_task(pump(up_reader, writer, self.current_delay))
+
+    def current_delay(self) -> float:
+        return self.delay_s
+
+    def switch_delay(self) -> float:
+        """Off if on, back to the configured delay if off; returns the delay now."""
+        self.delay_s = 0.0 if self.delay_s else self.configured_delay_s
+        return self.delay_s
 
     def cut(self) -> int:
         links = list(self.links)
@@ -175,8 +186,8 @@ async def serve(listen: tuple[str, int], target: tuple[str, int], delay_s: float
     server = await asyncio.start_server(relay.handle, *listen, reuse_address=True)
     host, port = server.sockets[0].getsockname()[:2]
     signals: asyncio.Queue[signal.Signals | None] = asyncio.Queue()
-    for sig in (signal.SIGUSR1, signal.SIGTERM):
-        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    for each in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        loop.add_signal_handler(each, signals.put_nowait, each)
     # The test that started us holds our stdin: if it dies, the pipe ends and so do we.
     # A daemon thread, so that one still blocked in read() does not hold up the exit.
     # os.read, not sys.stdin: a buffered reader's lock held by this thread aborts the interpreter's exit.
@@ -186,8 +197,14 @@ async def serve(listen: tuple[str, int], target: tuple[str, int], delay_s: float
         loop.call_soon_threadsafe(signals.put_nowait, None)
     threading.Thread(target=watch_stdin, daemon=True).start()
     print(f"listening {host}:{port}", flush=True)
-    while await signals.get() is signal.SIGUSR1:
-        print(f"cut {relay.cut()}", flush=True)
+    while True:
+        sig = await signals.get()
+        if sig is signal.SIGUSR1:
+            print(f"cut {relay.cut()}", flush=True)
+        elif sig is signal.SIGUSR2:
+            print(f"delay {relay.switch_delay() * 1000:g}", flush=True)
+        else:
+            break
     server.close()
     relay.cut()
     if relay.handlers:  # a handler cancelled at exit would log a traceback: let them end
@@ -269,6 +286,13 @@ class Relay:
             raise RelayError("the relay is not running")
         self._proc.send_signal(signal.SIGUSR1)  # Popen signals its own pid, never a name
         return int(self._answer("cut", timeout_s).split()[1])
+
+    def switch_delay(self, timeout_s: float = ANSWER_TIMEOUT_S) -> float:
+        """Turn the delay off, or back on (open connections too); returns the delay now, in ms."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RelayError("the relay is not running")
+        self._proc.send_signal(signal.SIGUSR2)
+        return float(self._answer("delay", timeout_s).split()[1])
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM by pid and wait; SIGKILL past the deadline. Idempotent."""
