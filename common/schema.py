@@ -31,6 +31,8 @@ import asyncpg
 SCHEMA_VERSION = 3
 # Any constant works; it keeps two writers of one shard from migrating at once.
 MIGRATION_LOCK_ID = 0x52454143  # "REAC"
+# How long a migration's statements and lock waits may take (the callers bound it too).
+MIGRATION_TIMEOUT_MS = 30_000
 
 DDL = """
 CREATE TABLE IF NOT EXISTS reactions (
@@ -92,6 +94,10 @@ LATE_WRITES_CHANNEL = "reactions_late_hours"
 async def migrate(conn: asyncpg.Connection) -> None:
     """Create the schema if missing. Safe when several processes start at once."""
     async with conn.transaction():
+        # Sessions carry short statement and lock limits for the hot path; DDL,
+        # or a wait for another writer's migration, may need longer.
+        await conn.execute(f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}; "
+                           f"SET LOCAL lock_timeout = {MIGRATION_TIMEOUT_MS}")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
         found = await conn.fetchval("SELECT to_regclass('schema_info') IS NOT NULL")
         if found:

@@ -17,7 +17,7 @@ from common.pg import (
     keep_session,
     server_settings,
 )
-from common.schema import LATE_WRITES_CHANNEL
+from common.schema import LATE_WRITES_CHANNEL, migrate
 from writer.batcher import CommitFailed, NotStored, OutcomeUnknown
 
 # One statement, so one round trip and (outside a transaction block) one
@@ -118,10 +118,24 @@ ON CONFLICT (writer) DO UPDATE SET beats = h.beats + 1, at = now()
 """
 
 
+# A new, empty database behind the DSN (re-initialised, restored from a bare
+# backup) gets the schema from the next heartbeat; DDL may take a while.
+MIGRATE_TIMEOUT_S = 30.0
+
+
 async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str) -> None:
-    """Commit one heartbeat within ``bounds``; raise on any failure."""
-    async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
-        await conn.execute(HEARTBEAT, writer)
+    """Commit one heartbeat within ``bounds``; raise on any failure.
+
+    A database without the schema is given it first (bounded by MIGRATE_TIMEOUT_S).
+    """
+    try:
+        async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
+            await conn.execute(HEARTBEAT, writer)
+    except asyncpg.UndefinedTableError:
+        migration = WaitBounds(acquire_s=bounds.acquire_s, statement_s=MIGRATE_TIMEOUT_S)
+        async with bounded_connection(pool, migration) as conn, asyncio.timeout(MIGRATE_TIMEOUT_S):
+            await migrate(conn)
+            await conn.execute(HEARTBEAT, writer)
 
 
 # Session settings of every writer connection, sent when it connects. They
