@@ -50,8 +50,8 @@ class ShardCursor:
 class LiveHour:
     """One live hour: the merged user set, per-shard counters and versions, the answer bytes."""
 
-    __slots__ = ("body", "completed_at", "cursors", "hour", "last_complete_ms", "needs_rebuild", "stale_since_ms",
-                 "users")
+    __slots__ = ("body", "completed_at", "cursors", "hour", "incomplete_reason", "last_complete_ms", "needs_rebuild",
+                 "stale_since_ms", "users")
 
     def __init__(self, hour: int) -> None:
         self.hour = hour
@@ -67,6 +67,8 @@ class LiveHour:
         self.stale_since_ms: int | None = None
         self.last_complete_ms: int | None = None
         self.completed_at = 0.0  # time.monotonic() of the last complete refresh
+        # Why the last refresh was incomplete (the failing shards), for the 503's reason.
+        self.incomplete_reason: str | None = None
         # A shard went back in time, is another database, or left the set: start over from scratch.
         self.needs_rebuild = False
 
@@ -179,6 +181,7 @@ class LiveHours:
         for name, fresh in answers.items():
             changed = live.apply(name, fresh) or changed
         complete = not failures and not live.needs_rebuild
+        live.incomplete_reason = "; ".join(f"shard {f.shard}: {f.reason}" for f in failures) or None
         live.finish(complete, changed, now_ms)
         return complete
 
@@ -188,5 +191,6 @@ class LiveHours:
         if await self._refresh(shards, fresh, now_ms) and not fresh.needs_rebuild:
             self.hours[old.hour] = fresh
             return True
+        old.incomplete_reason = fresh.incomplete_reason or "a shard changed under the hour: reading it again"
         old.finish(False, False, now_ms)
         return False

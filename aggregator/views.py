@@ -74,7 +74,8 @@ def live_answer(app: web.Application, live: LiveHour) -> web.Response:
     body, stale_since = live.body, live.stale_since(settings.clock(), settings.stale_after_ms)
     if body is None:
         app[METRICS].refused.inc(1, "503")
-        raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet")
+        why = f" ({live.incomplete_reason})" if live.incomplete_reason else ""
+        raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet{why}")
     if stale_since is None:
         app[METRICS].reads.inc(1, "live")
         return plain(body)
