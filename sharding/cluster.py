@@ -26,7 +26,7 @@ from typing import IO
 from sharding import nginx
 from sharding.config import Shard, Topology, load, save
 from sharding.postgres import LocalPostgres
-from sharding.processes import ProcessError, ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
+from sharding.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
 from sharding.settings import (
     AGGREGATOR_PORT_OFFSET,
     HOST,
@@ -270,7 +270,3 @@ def port_of_dsn(dsn: str) -> int:
         return 5432
     return int(host_part.rsplit(":", 1)[1])
 
-
-def check_alive(record: ProcessRecord) -> None:
-    if not alive(record):
-        raise ProcessError(f"{record.name} (pid {record.pid}) is not running")
