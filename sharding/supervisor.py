@@ -132,9 +132,9 @@ class Supervisor:
             log(f"{part.name} (pid {part.last_pid or state.pid}) {state.last_exit}; restart {state.restarts + 1} "
                 f"in {state.backoff_s:.1f}s")
         elif now >= state.due_at:
-            self.restart(part, state)
+            self.restart(part, state, now)
 
-    def restart(self, part: Observed, state: PartState) -> None:
+    def restart(self, part: Observed, state: PartState, now: float) -> None:
         with self.cluster.admin_lock_if_free() as free:
             if part.needs_admin_lock and not free:
                 if not state.waiting_logged:
@@ -152,10 +152,10 @@ class Supervisor:
             try:
                 pid = part.restart()
             except Exception as exc:  # any failure to start is one more crash: retried with backoff
-                state.due_at = time.monotonic() + state.backoff_s
+                state.due_at = now + state.backoff_s
                 log(f"{part.name}: restart {state.restarts} failed ({exc}); next attempt in {state.backoff_s:.1f}s")
                 return
-        state.pid, state.up_since, state.due_at = pid, time.monotonic(), None
+        state.pid, state.up_since, state.due_at = pid, now, None
         log(f"{part.name} restarted: pid {pid} (restart {state.restarts}, {backoff:.1f}s after it {state.last_exit}); "
             f"next backoff {state.backoff_s:.1f}s")
 
