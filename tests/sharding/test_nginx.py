@@ -23,7 +23,7 @@ from sharding import nginx
 from sharding.config import RETIRED, ConfigError, Topology, parse
 from sharding.processes import free_port
 from sharding.ring import Ring
-from tests.conftest import world_traversable_tmpdir
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 
 def topology_for(writer_ports: list[int], aggregator_ports: list[int], retired: int | None = None) -> Topology:
