@@ -80,6 +80,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.states: dict[str, PartState] = {}
         self.reported: set[tuple[str, int]] = set()
+        self.saved: str | None = None
         self.save()
 
     def tick(self, now: float) -> None:
@@ -163,10 +164,14 @@ class Supervisor:
         """Restart counts for ``status`` (another process), replaced atomically."""
         counts = {name: {"restarts": s.restarts, "last_exit": s.last_exit, "last_restart": s.last_restart}
                   for name, s in self.states.items() if s.restarts}
+        text = json.dumps(counts, sort_keys=True)
+        if text == self.saved:
+            return  # a tick with no restart writes nothing
         path = self.cluster.root / RESTARTS_FILE
         tmp = path.with_suffix(".new")
-        tmp.write_text(json.dumps(counts, sort_keys=True))
+        tmp.write_text(text)
         os.replace(tmp, path)
+        self.saved = text
 
 
 def supervise(cluster: LocalCluster, signals: SignalQueue, policy: RestartPolicy | None = None) -> None:
