@@ -18,7 +18,7 @@ import os
 import signal
 import string
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -26,7 +26,7 @@ from typing import IO
 from sharding import nginx
 from sharding.config import Shard, Topology, load, save
 from sharding.postgres import LocalPostgres
-from sharding.processes import ProcessError, ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
+from sharding.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
 from sharding.settings import (
     AGGREGATOR_PORT_OFFSET,
     HOST,
@@ -35,6 +35,7 @@ from sharding.settings import (
     WRITER_PORT_OFFSET,
     ClusterSettings,
 )
+from sharding.signals import deferred_signals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Writers drain their open batch on SIGTERM; give them this long.
@@ -63,6 +64,8 @@ class LocalCluster:
         self.nginx_dir = self.root / "nginx"
         self.nginx_conf = self.nginx_dir / "nginx.conf"
         self._lock: IO[str] | None = None
+        # Called between the steps of ``start`` (and while waiting); ``run`` makes it raise on Ctrl-C.
+        self.checkpoint: Callable[[], None] = lambda: None
 
     # -- locks ---------------------------------------------------------------
 
@@ -111,6 +114,17 @@ class LocalCluster:
         with open(self.root / "admin.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+    @contextmanager
+    def admin_lock_if_free(self) -> Iterator[bool]:
+        """The admin lock if no topology change holds it (yields True), else yields False at once."""
+        with open(self.root / "admin.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     # -- topology and ports --------------------------------------------------
 
@@ -169,24 +183,30 @@ class LocalCluster:
             pg.start()
         return pg
 
-    def start_writers(self, shard: Shard) -> list[ProcessRecord]:
-        records = []
-        for k, address in enumerate(shard.writers):
-            name = f"writer-{shard.name}" + (f"-{k}" if k else "")
-            env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn}
-            record = spawn(name, "writer", self.settings.writer_argv, port=port_of(address),
-                           log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT, shard=shard.name)
+    def launch(self, name: str, role: str, argv: Sequence[str], *, port: int, log: Path, env: dict[str, str],
+               cwd: Path, shard: str | None = None) -> ProcessRecord:
+        """Start a process and record it, with no signal in between (an unrecorded process is an orphan)."""
+        with deferred_signals():
+            record = spawn(name, role, argv, port=port, log=log, env=env, cwd=cwd, shard=shard)
             self.registry.add(record)
-            records.append(record)
-        return records
+        return record
+
+    def start_writer(self, shard: Shard, index: int) -> ProcessRecord:
+        """The shard's ``index``-th writer (its address in the shard file)."""
+        address = shard.writers[index]
+        name = f"writer-{shard.name}" + (f"-{index}" if index else "")
+        env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn}
+        return self.launch(name, "writer", self.settings.writer_argv, port=port_of(address),
+                           log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT, shard=shard.name)
+
+    def start_writers(self, shard: Shard) -> list[ProcessRecord]:
+        return [self.start_writer(shard, k) for k in range(len(shard.writers))]
 
     def start_aggregator(self, index: int, address: str) -> ProcessRecord:
         name = f"aggregator-{index + 1}"
         env = {**self.service_env(port_of(address)), "REACTIONS_SHARDS_FILE": str(self.shards_file)}
-        record = spawn(name, "aggregator", self.settings.aggregator_argv, port=port_of(address),
-                       log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT)
-        self.registry.add(record)
-        return record
+        return self.launch(name, "aggregator", self.settings.aggregator_argv, port=port_of(address),
+                           log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT)
 
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
@@ -202,10 +222,8 @@ class LocalCluster:
     def start_nginx(self, topology: Topology) -> ProcessRecord:
         self.write_nginx_conf(topology)
         argv = nginx.nginx_command(self.nginx_conf, self.nginx_dir, "-g", "daemon off;")
-        record = spawn("nginx", "nginx", argv, port=self.settings.port, log=self.nginx_dir / "nginx.out", env={},
-                       cwd=self.nginx_dir)
-        self.registry.add(record)
-        return record
+        return self.launch("nginx", "nginx", argv, port=self.settings.port, log=self.nginx_dir / "nginx.out", env={},
+                           cwd=self.nginx_dir)
 
     def start(self) -> Topology:
         """Start every part in dependency order and wait until each is ready (``run``)."""
@@ -215,12 +233,20 @@ class LocalCluster:
         topology = self.initial_topology()
         save(topology, self.shards_file)
         for shard in topology.shards:
+            self.checkpoint()
             self.start_postgres(shard)
-        writers = [r for shard in topology.active_shards for r in self.start_writers(shard)]
-        aggregators = [self.start_aggregator(i, a) for i, a in enumerate(topology.aggregators)]
-        for record in [*writers, *aggregators]:
-            wait_ready(record, timeout_s=self.settings.ready_timeout_s)
-        wait_ready(self.start_nginx(topology), "/healthz", timeout_s=self.settings.ready_timeout_s)
+        records = []
+        for shard in topology.active_shards:
+            self.checkpoint()
+            records += self.start_writers(shard)
+        for i, address in enumerate(topology.aggregators):
+            self.checkpoint()
+            records.append(self.start_aggregator(i, address))
+        for record in records:
+            wait_ready(record, timeout_s=self.settings.ready_timeout_s, checkpoint=self.checkpoint)
+        self.checkpoint()
+        wait_ready(self.start_nginx(topology), "/healthz", timeout_s=self.settings.ready_timeout_s,
+                   checkpoint=self.checkpoint)
         return topology
 
     # -- stopping ------------------------------------------------------------
@@ -270,7 +296,3 @@ def port_of_dsn(dsn: str) -> int:
         return 5432
     return int(host_part.rsplit(":", 1)[1])
 
-
-def check_alive(record: ProcessRecord) -> None:
-    if not alive(record):
-        raise ProcessError(f"{record.name} (pid {record.pid}) is not running")

@@ -4,14 +4,15 @@ Each shard gets a PostgreSQL service (the host of its DSN) with its own
 volume; each writer address ``writer-a:8080`` becomes a service ``writer-a``;
 each aggregator address likewise; nginx runs the configuration rendered from
 the same shard file (``python -m sharding render-nginx``). Everything here is
-pure text: no Docker needed to render or to check it.
+pure data dumped by PyYAML: no Docker needed to render or to check it.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
 
 from sharding.config import ConfigError, Shard, Topology
 
@@ -97,21 +98,7 @@ def render(topology: Topology) -> str:
                 "volumes": {f"{pg_host(s)}-data": {} for s in topology.shards}}
     header = ("# Rendered by `python -m sharding render-compose --shards-file docker/shards.json`;\n"
               "# edit docker/shards.json and render again (and docker/nginx.conf with render-nginx).\n")
-    return header + "\n".join(yaml_lines(document, 0)) + "\n"
-
-
-def yaml_lines(value: Any, indent: int) -> list[str]:
-    """Block-style YAML for dicts, lists and scalars (scalars as JSON, which YAML reads)."""
-    pad = "  " * indent
-    lines: list[str] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, item in items:
-        prefix = f"{pad}{key}:" if isinstance(value, dict) else f"{pad}-"
-        if isinstance(item, list) and not any(isinstance(i, dict | list) for i in item):
-            lines.append(f"{prefix} {json.dumps(item)}")
-        elif isinstance(item, dict | list) and item:
-            lines.append(prefix)
-            lines.extend(yaml_lines(item, indent + 1))
-        else:
-            lines.append(f"{prefix} {json.dumps(item) if item != {} else '{}'}")
-    return lines
+    # Block style throughout, keys in the order built here (services read top-down:
+    # PostgreSQL, writers, aggregators, nginx); safe_dump quotes any string YAML
+    # would read as another type (REACTIONS_PORT: '8080').
+    return header + yaml.safe_dump(document, default_flow_style=False, sort_keys=False, allow_unicode=True)

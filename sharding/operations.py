@@ -15,55 +15,41 @@ from pathlib import Path
 from sharding import nginx
 from sharding.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
 from sharding.config import RETIRED, Shard, Topology, load, save
-from sharding.processes import ProcessRecord, alive, http_get, stop, wait_for, wait_ready
+from sharding.processes import ProcessRecord, alive, become_subreaper, http_get, stop, wait_for, wait_ready
 from sharding.settings import AGGREGATOR_PORT_OFFSET, HOST
+from sharding.signals import Shutdown, SignalQueue
+from sharding.supervisor import restart_counts, supervise
 
-# Supervision period of ``run``.
-SUPERVISE_PERIOD_S = 1.0
 # How long add-shard waits for every aggregator to read a new shard.
 AGGREGATOR_PICKUP_TIMEOUT_S = 30.0
 # How long a reload may take (old nginx workers finish their requests).
 RELOAD_TIMEOUT_S = 30.0
 
 
-class Shutdown(Exception):
-    """SIGINT or SIGTERM reached ``run``."""
-
-
-def raise_shutdown(signum: int, frame: object) -> None:
-    raise Shutdown(signal.Signals(signum).name)
-
-
 def run(cluster: LocalCluster) -> None:
-    """Start everything, supervise until Ctrl-C or SIGTERM, then stop everything in order."""
+    """Start everything, restart what crashes until Ctrl-C or SIGTERM, then stop everything in order.
+
+    The signals are queued, not raised: start and supervise read the queue
+    at points where stopping leaves every started process recorded.
+    """
     cluster.acquire_run_lock()
-    signal.signal(signal.SIGINT, raise_shutdown)
-    signal.signal(signal.SIGTERM, raise_shutdown)
+    signals = SignalQueue()
+    signals.install()
+    cluster.checkpoint = signals.check
+    become_subreaper()
     try:
         cluster.start()
         print(cluster.describe())
         print(f"\nReactions is up on http://127.0.0.1:{cluster.settings.port} (data in {cluster.root}). "
               "Ctrl-C stops it.", flush=True)
-        supervise(cluster)
+        supervise(cluster, signals)
     except Shutdown as exc:
         print(f"\n{exc}: stopping (nginx, writers, aggregators, PostgreSQL) ...", flush=True)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signals.ignore()
         cluster.stop()
         cluster.release_run_lock()
         print("stopped.", flush=True)
-
-
-def supervise(cluster: LocalCluster) -> None:
-    """Report any recorded process that exits (add-shard's included); runs until a signal."""
-    reported: set[tuple[str, int]] = set()
-    while True:
-        for record in cluster.registry.all():
-            if (record.name, record.pid) not in reported and not alive(record):
-                reported.add((record.name, record.pid))
-                print(f"warning: {record.name} (pid {record.pid}) exited; see {record.log}", flush=True)
-        time.sleep(SUPERVISE_PERIOD_S)
 
 
 def require_running(cluster: LocalCluster) -> None:
@@ -103,7 +89,12 @@ def add_aggregator(cluster: LocalCluster) -> str:
         address = f"{HOST}:{cluster.allocate_port(AGGREGATOR_PORT_OFFSET, slot, cluster.used_ports(topology))}"
         record = cluster.start_aggregator(len(topology.aggregators), address)
         step(f"{record.name}: starting on {address}; waiting until it has read every shard")
-        wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+        try:
+            wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+        except BaseException:
+            stop(record)  # not in the shard file: run never restarts it, so nothing else would stop it
+            cluster.registry.remove(record.name)
+            raise
         grown = topology.with_aggregators([*topology.aggregators, address])
         step("re-rendering nginx and reloading it: reads now reach the new aggregator")
         reload_nginx(cluster, grown)
@@ -203,30 +194,38 @@ def workers(master_pid: int) -> list[int]:
 
 
 def status(cluster: LocalCluster) -> str:
-    """The topology and the health of every part."""
+    """The topology, the health of every part and how often ``run`` restarted it."""
     if not cluster.shards_file.exists():
         return f"no cluster in DATA_DIR={cluster.root}"
     topology = load(cluster.shards_file)
     run_pid = cluster.running_pid()
+    restarts = restart_counts(cluster.root)
     lines = [f"cluster {cluster.root}: " + (f"running (run pid {run_pid})" if run_pid else "not running"),
-             f"{'part':<16}{'state':<9}{'pid':>8}  {'address':<22}health"]
+             f"{'part':<16}{'state':<9}{'pid':>8}  {'address':<22}{'health':<16}restarts"]
     records = {r.name: r for r in cluster.registry.all()}
     for shard in topology.shards:
-        pg = cluster.postgres(shard)
-        lines.append(f"{'postgres-' + shard.name:<16}{shard.state:<9}{pg.pid() or '-':>8}  127.0.0.1:{pg.port:<12}"
-                     f"{'up' if pg.pid() else 'down'}")
+        pg, name = cluster.postgres(shard), f"postgres-{shard.name}"
+        pid = pg.pid()
+        lines.append(part_line(name, shard.state, pid, f"127.0.0.1:{pg.port}", "up" if pid else "down", restarts))
         for record in (r for r in records.values() if r.shard == shard.name):
-            lines.append(health_line(record, shard.state))
+            lines.append(part_line(record.name, shard.state, record.pid, record.address, health(record), restarts))
     for record in records.values():
         if record.role in ("aggregator", "nginx"):
-            lines.append(health_line(record, ""))
+            lines.append(part_line(record.name, "", record.pid, record.address, health(record), restarts))
     return "\n".join(lines)
 
 
-def health_line(record: ProcessRecord, state: str) -> str:
+def health(record: ProcessRecord) -> str:
     path = "/healthz" if record.role == "nginx" else "/readyz"
     code = http_get(f"http://{record.address}{path}")[0] if alive(record) else None
-    health = "not running" if code is None else ("ready" if code == 200 else f"{path} -> {code or 'no answer'}")
-    return f"{record.name:<16}{state:<9}{record.pid:>8}  {record.address:<22}{health}"
+    return "not running" if code is None else ("ready" if code == 200 else f"{path} -> {code or 'no answer'}")
 
 
+def part_line(name: str, state: str, pid: int | None, address: str, health: str,
+              restarts: dict[str, dict[str, object]]) -> str:
+    """One row of ``status``; a restarted part also says how it last ended and when it came back."""
+    line = f"{name:<16}{state:<9}{pid or '-':>8}  {address:<22}{health:<16}"
+    restarted = restarts.get(name)
+    if not restarted:
+        return line + "0"
+    return line + f"{restarted['restarts']} (last at {restarted['last_restart']}; it {restarted['last_exit']})"

@@ -9,6 +9,7 @@ address and its server commands go through a prefix such as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sharding.processes import POLL_S, start_ticks
+
 PG_USER = os.environ.get("REACTIONS_PG_OS_USER", "postgres")
 DATABASE = "reactions"
 # Enough for several writer and aggregator pools against one shard.
@@ -25,6 +28,15 @@ MAX_CONNECTIONS = 300
 START_TIMEOUT_S = 60
 # Where a server listens unless told otherwise: loopback, never a routed address.
 LOOPBACK = "127.0.0.1"
+# postmaster.pid holds the postmaster's start in whole seconds, taken a moment
+# after the process was created; the kernel's boot time is itself rounded to
+# the second. A pid whose process started further apart than this from the
+# recorded time is another process that reused the pid.
+PID_START_SLACK_S = 3.0
+# How long a crashed server's leftovers (its backends, its unreaped
+# postmaster) may take to go: backends notice the postmaster's death at their
+# next wait, which under load is a moment, not minutes.
+CRASH_CLEANUP_TIMEOUT_S = 30.0
 
 
 def pg_bin(name: str) -> str:
@@ -130,28 +142,46 @@ class LocalPostgres:
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while self._alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            while start_ticks(pid) is not None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
 
     def pid(self) -> int | None:
-        pid_file = self.data_dir / "postmaster.pid"
+        """The running postmaster's pid, from postmaster.pid; None if it is gone (or the pid was reused)."""
         try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError):
+            lines = (self.data_dir / "postmaster.pid").read_text().split("\n")
+            pid, started_at = int(lines[0]), float(lines[2])
+        except (FileNotFoundError, PermissionError, ValueError, IndexError):
             return None
-        return pid if self._alive(pid) else None
+        return pid if is_postmaster(pid, started_at) else None
 
-    @staticmethod
-    def _alive(pid: int) -> bool:
+    def wait_for_crash_cleanup(self, timeout_s: float = CRASH_CLEANUP_TIMEOUT_S) -> bool:
+        """After a crash, wait until no backend runs in the data directory and the dead postmaster is reaped.
+
+        PostgreSQL refuses to start while the pid of postmaster.pid exists, even
+        as a zombie ("lock file already exists"), or while old backends still
+        hold the shared memory. Returns False if they are still there at the deadline.
+        """
+        data_dir = self.data_dir.resolve()
+        deadline = time.monotonic() + timeout_s
+        while processes_in(data_dir) or self._stale_postmaster():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+        return True
+
+    def _stale_postmaster(self) -> bool:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, PermissionError, ValueError):
             return False
-        # A zombie is not alive; /proc tells.
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-        except (FileNotFoundError, IndexError):
-            return False
+        return Path(f"/proc/{pid}").exists()
+
+    def restart_after_crash(self, cleanup_timeout_s: float = CRASH_CLEANUP_TIMEOUT_S) -> None:
+        """Start a server that died, once what it left behind is gone; raises if it cannot start."""
+        if not self.wait_for_crash_cleanup(cleanup_timeout_s):
+            raise RuntimeError(f"PostgreSQL in {self.data_dir}: backends or the dead postmaster still there "
+                               f"after {cleanup_timeout_s:.0f}s")
+        self.start()
 
     def create_database(self, name: str) -> None:
         """Create a database unless it exists (names are our own identifiers)."""
@@ -179,3 +209,30 @@ class LocalPostgres:
                 raise PermissionError(f"{parent} must be world-traversable for the {PG_USER} user (chmod o+rx)")
             if parent == Path("/"):
                 break
+
+
+def process_started_at(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch; None if it is gone or a zombie."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    with open("/proc/stat") as stat:
+        boot = next(float(line.split()[1]) for line in stat if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def is_postmaster(pid: int, started_at: float) -> bool:
+    """Whether ``pid`` is alive and started when postmaster.pid says the postmaster did."""
+    actual = process_started_at(pid)
+    return actual is not None and abs(actual - started_at) <= PID_START_SLACK_S
+
+
+def processes_in(directory: Path) -> list[int]:
+    """Pids whose working directory is ``directory``: a server's postmaster and backends work in its data directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(proc / "cwd")) == directory:
+                    found.append(int(proc.name))
+    return found

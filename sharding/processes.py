@@ -10,6 +10,7 @@ another command. Processes are only ever signalled by recorded pid.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -61,6 +62,10 @@ def start_ticks(pid: int) -> int | None:
 
 # The processes this process started, kept so that their exit status is collected.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# How the processes this one reaped ended (subprocess's convention: -N for signal N).
+_exit_statuses: dict[int, int] = {}
+# prctl(2) option: orphaned descendants are re-parented to this process instead of init.
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def reap(pid: int) -> None:
@@ -68,10 +73,59 @@ def reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None:
         if child.poll() is not None:
+            _exit_statuses[pid] = child.returncode
             del _children[pid]
         return
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            _exit_statuses[pid] = os.waitstatus_to_exitcode(status)
+
+
+def exit_status(pid: int) -> int | None:
+    """How ``pid`` ended, if this process reaped it: the exit code, or -N if signal N killed it."""
+    reap(pid)
+    return _exit_statuses.get(pid)
+
+
+def describe_exit(pid: int | None) -> str:
+    """'exited with code 1', 'was killed by SIGKILL', or why how it ended is unknown."""
+    status = None if pid is None else exit_status(pid)
+    if status is None:
+        return "exited (how is unknown: it was not a child of this process)"
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with code {status}"
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux): processes whose parent exits become ours.
+
+    A writer that ``add-shard`` started, or a postmaster once its ``pg_ctl``
+    has exited, would otherwise be re-parented to init: nobody here would
+    learn how it died, and a dead postmaster would linger as a zombie (with
+    its pid still in /proc, PostgreSQL refuses to start again).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reap_adopted() -> None:
+    """Collect every zombie child that no ``Popen`` of ours waits for (adopted orphans, their backends)."""
+    me = str(os.getpid())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in _children:
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and fields[1] == me:
+            reap(int(proc.name))
 
 
 def alive(record: ProcessRecord) -> bool:
@@ -158,11 +212,17 @@ def http_get(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, dict[st
         return 0, {}, ""
 
 
-def wait_ready(record: ProcessRecord, path: str = "/readyz", timeout_s: float = 60.0) -> None:
-    """Poll the process's endpoint until 200; fail at once if the process dies."""
+def wait_ready(record: ProcessRecord, path: str = "/readyz", timeout_s: float = 60.0,
+               checkpoint: Callable[[], None] | None = None) -> None:
+    """Poll the process's endpoint until 200; fail at once if the process dies.
+
+    ``checkpoint`` is called at every poll and may raise (``run`` stops waiting on Ctrl-C).
+    """
     url = f"http://{record.address}{path}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if checkpoint is not None:
+            checkpoint()
         if not alive(record):
             raise ProcessError(f"{record.name} (pid {record.pid}) exited while starting:\n{log_tail(record.log)}")
         if http_get(url)[0] == 200:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import asyncpg
 import pytest
 
-from common.schema import migrate
 from sharding.postgres import LocalPostgres
 from sharding.processes import free_port
-from tests.support.postmaster import world_traversable_tmpdir
+from tests.support.shard_db import reset_database
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 SHARD_DATABASES = ("shard_a", "shard_b", "shard_c")
 
@@ -44,16 +43,6 @@ def postgres(start_postgres: Callable[[], LocalPostgres]) -> LocalPostgres:
     for name in SHARD_DATABASES:
         server.create_database(name)
     return server
-
-
-async def reset_database(dsn: str) -> None:
-    """Migrate and empty a shard database."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-        await conn.execute("TRUNCATE reactions, hour_counts, hour_users")
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -44,7 +45,7 @@ async def execute(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-async def shard_listing(client: object) -> dict[str, dict[str, object]]:
+async def shard_listing(client: object) -> dict[str, dict[str, Any]]:
     resp = await client.get("/shards")  # type: ignore[attr-defined]
     assert resp.status == 200
     return {s["name"]: s for s in (await resp.json())["shards"]}

@@ -13,7 +13,7 @@ from sharding import nginx
 from sharding.cluster import LocalCluster
 from sharding.processes import alive, stop, wait_ready
 from sharding.ring import Ring
-from tests.e2e.conftest import (
+from tests.support.cluster import (
     DEADLINE_S,
     base_url,
     counts,

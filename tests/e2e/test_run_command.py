@@ -5,9 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,38 +14,9 @@ from sharding.cluster import LocalCluster
 from sharding.config import load
 from sharding.processes import alive, start_ticks
 from sharding.settings import ClusterSettings
-from tests.e2e.conftest import REPO_ROOT, TEST_ENV, cli_env, free_base_port, own_past_hour_ts, post, wait_counts
-from tests.support.postmaster import world_traversable_tmpdir
-
-UP_MESSAGE = "Reactions is up on"
-
-
-class RunCommand:
-    """One ``python -m sharding run`` child, its output in a file; stopped by its pid."""
-
-    def __init__(self, cluster: LocalCluster, output: Path) -> None:
-        self.cluster, self.output = cluster, output
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**cli_env(self.cluster), "SHARDS": "1", "AGGREGATORS": "1", **TEST_ENV}
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sharding", "run"], cwd=REPO_ROOT, env=env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while UP_MESSAGE not in self.text():
-            assert self.proc.poll() is None, f"run exited:\n{self.text()}"
-            assert time.monotonic() < deadline, f"run not up:\n{self.text()}"
-            time.sleep(0.1)
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=90)
+from tests.support.cluster import REPO_ROOT, cli_env, free_base_port, own_past_hour_ts, post, wait_counts
+from tests.support.run_command import RunCommand
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from tests.faults.faults import FAULTS
 from tests.faults.load import LoadPlan, LoadStats
 from tests.faults.record import AuditRecord
 from tests.faults.scenario import Outcome, base_url, run_scenario, sources
-from tests.support.postmaster import world_traversable_tmpdir
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 DEFAULT_SECONDS = 180.0
 DEFAULT_PORT = 17000

@@ -9,7 +9,8 @@ import pytest
 
 from sharding.postgres import LocalPostgres
 from tests.support.netns import Host, HostNetwork, require_netns
-from tests.support.postmaster import postgres_in, world_traversable_tmpdir
+from tests.support.postmaster import postgres_in
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 
 @pytest.fixture(scope="module")

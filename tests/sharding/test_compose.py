@@ -23,7 +23,7 @@ from sharding import compose, nginx
 from sharding.config import ConfigError, Shard, Topology, load
 from sharding.postgres import LocalPostgres
 from sharding.processes import free_port, spawn, stop, wait_ready
-from tests.support.postmaster import world_traversable_tmpdir
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARDS_FILE = ROOT / "docker" / "shards.json"

@@ -24,7 +24,7 @@ from sharding import nginx
 from sharding.config import RETIRED, ConfigError, Topology, parse
 from sharding.processes import free_port
 from sharding.ring import Ring
-from tests.support.postmaster import world_traversable_tmpdir
+from tests.support.tmpdirs import world_traversable_tmpdir
 
 # Every request through nginx is answered within this (README, Invariants 6).
 ANSWER_BOUND_S = 3.0

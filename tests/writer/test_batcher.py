@@ -35,9 +35,10 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def committer(commits: GatedCommits, max_queue_wait_s: float = 60.0, **overrides: int) -> GroupCommitter:
-    options = {"max_events": 500, "queue_max": 10_000, "flushers": 1} | overrides
-    c = GroupCommitter(commits, max_wait_s=0.002, max_queue_wait_s=max_queue_wait_s, **options)
+def committer(commits: GatedCommits, max_queue_wait_s: float = 60.0, max_events: int = 500,
+              queue_max: int = 10_000) -> GroupCommitter:
+    c = GroupCommitter(commits, max_events=max_events, max_wait_s=0.002, queue_max=queue_max, flushers=1,
+                       max_queue_wait_s=max_queue_wait_s)
     c.start()
     return c
 
