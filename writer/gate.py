@@ -20,6 +20,10 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
+# How long a request in progress may take to be answered before its connection
+# is closed under it: above the writer's own answer bound.
+CLOSE_TIMEOUT_S = 5.0
+
 
 class ListenGate:
     """Opens and closes one TCP site of a runner to match the wanted state (reconciled in a task)."""
@@ -75,7 +79,19 @@ class ListenGate:
         elif not self._want_open and self._site is not None:
             site, self._site = self._site, None
             await site.stop()
-            server = self._runner.server
-            for handler in server.connections if server is not None else ():
-                handler.close()  # idle ones now, busy ones once their request is answered
             log.warning("closed %s:%d until the database commits again", self._host, self._port)
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        """Close every open connection: idle ones now, busy ones once their request is answered.
+
+        ``close()`` alone ends an idle connection's request loop but leaves its
+        socket open (nginx would send the next request into it and wait for
+        nothing); ``shutdown()`` then closes the socket, after the request in
+        progress if there is one.
+        """
+        server = self._runner.server if self._runner is not None else None
+        handlers = server.connections if server is not None else []
+        for handler in handlers:
+            handler.close()
+        await asyncio.gather(*(handler.shutdown(CLOSE_TIMEOUT_S) for handler in handlers))
