@@ -75,7 +75,7 @@ class FanOut:
             return self._failed(handle, f"failed ({type(exc).__name__}: {exc})")
 
     def _failed(self, handle: ShardHandle, reason: str) -> ShardFailure:
-        self._metrics.shard_errors.inc(1, handle.name)
+        self._metrics.shard_errors.labels(handle.name).inc()
         log.warning("shard %s: %s", handle.name, reason)
         return ShardFailure(handle.name, reason)
 

@@ -40,10 +40,7 @@ async def aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     app[SHARDS] = shards = ShardSet(settings.shards_file, settings.shard_dsns, settings.pool_size)
     await shards.open()
-    metrics.registry.gauge_family(
-        "reactions_shard_read", "Shards this aggregator reads (1 each), by name and state.", ["shard", "state"],
-        lambda: {(h.name, h.shard.state): 1.0 for h in shards},
-    )
+    metrics.watch_shards(lambda: {(h.name, h.shard.state): 1.0 for h in shards})
     app[FANOUT] = fanout = FanOut(settings.shard_timeout_s, metrics, settings.cold_read_slots)
     app[LIVE] = live = LiveHours(fanout)
     app[PAST] = past = PastHours(settings.past_cache_hours, fanout, metrics)

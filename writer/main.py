@@ -44,9 +44,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     app[COMMITTER] = committer = make_committer(settings, pool, app[METRICS])
     committer.start()
-    app[METRICS].registry.gauge(
-        "reactions_events_pending", "Events accepted and waiting for their commit.", lambda: committer.pending
-    )
+    app[METRICS].watch_pending(lambda: committer.pending)
     log.info("writer ready on %s:%d (batching=%s)", settings.host, settings.port, settings.batching)
     try:
         yield
