@@ -45,6 +45,8 @@ class AggregatorMetrics:
     refresh_seconds: Histogram
     invalidations: Counter
     refresh_lag: Gauge
+    refresh_interval: Gauge
+    live_max_lag: Gauge
     # The hot path's counter, bound once: a GET of the live hour adds to it without a label lookup.
     live_reads: Counter = field(init=False)
     # time.monotonic() of the last refresh in which every shard answered.
@@ -76,7 +78,16 @@ class AggregatorMetrics:
                                   ["cause"], registry=r),
             refresh_lag=Gauge("reactions_refresh_lag_seconds",
                               "Time since the last refresh in which every shard answered.", registry=r),
+            refresh_interval=Gauge("reactions_refresh_interval_seconds", "How often the live hours are refreshed.",
+                                   registry=r),
+            live_max_lag=Gauge("reactions_live_max_lag_seconds",
+                               "Live answers from a snapshot older than this are marked stale.", registry=r),
         )
+
+    def publish_bounds(self, refresh_interval_s: float, live_max_lag_s: float) -> None:
+        """The configured bounds, so that alerting rules compare the lag with them, not with a copied number."""
+        self.refresh_interval.set(refresh_interval_s)
+        self.live_max_lag.set(live_max_lag_s)
 
     def watch_shards(self, read: ShardsRead) -> None:
         """Publish the shards read, as ``read`` finds them at each scrape (the shard set exists once the app starts)."""

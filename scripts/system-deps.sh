@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to run Reactions locally:
-# nginx and the PostgreSQL server binaries, and wrk (a C HTTP load generator,
-# for make bench). Does nothing when they are there.
+# nginx and the PostgreSQL server binaries, wrk (a C HTTP load generator,
+# for make bench) and Prometheus with promtool (make monitor, and the tests
+# of monitoring/). Does nothing when they are there.
 set -euo pipefail
 
 have_pg() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
@@ -12,6 +13,7 @@ have_nginx || missing+=(nginx-light)
 have_pg || missing+=(postgresql)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
