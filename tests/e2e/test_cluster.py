@@ -109,6 +109,7 @@ async def test_a_shard_added_mid_hour_keeps_unique_users_exact(cluster: LocalClu
         assert result.returncode == 0, result.stderr
         assert "added" in result.stdout
         new_shard = topology(cluster).shards[-1]
+        assert f'"{new_shard.writers[0]}"' in cluster.prometheus_conf.read_text(), "Prometheus scrapes the new writer"
         ring, owner = ring_of(cluster)
         moved = [u for u in before if owner[ring.lookup(u)] == new_shard.name]
         assert moved, "some earlier users now hash to the new shard"
