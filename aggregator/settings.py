@@ -29,7 +29,7 @@ class Settings:
     shard_dsns: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8201
-    # The live hour lags commits by at most this (DESIGN invariant 5).
+    # The live hour lags commits by at most this (README, Invariants 5).
     refresh_interval_s: float = 1.0
     # Live answers older than this are marked stale; None: twice the refresh interval.
     live_max_lag_s: float | None = None
@@ -53,8 +53,8 @@ class Settings:
         """A live answer whose snapshot is older than this is marked stale.
 
         A refresh that is slow but not yet failed (up to the shard timeout)
-        would otherwise serve an old snapshot as fresh: this keeps invariant 5
-        exact, at twice the refresh interval unless configured.
+        would otherwise serve an old snapshot as fresh: this keeps README,
+        Invariants 5 exact, at twice the refresh interval unless configured.
         """
         return 1000 * (self.live_max_lag_s if self.live_max_lag_s is not None else 2 * self.refresh_interval_s)
 
