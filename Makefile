@@ -3,8 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# make monitor: the cluster of `make run` with this DATA_DIR, Prometheus on this port.
+DATA_DIR ?= var
+PROMETHEUS_PORT ?= 9090
 
-.PHONY: install system-deps lint test run add-shard add-aggregator status bench chaos clean
+.PHONY: install system-deps lint test run add-shard add-aggregator status monitor bench chaos clean
 
 # System packages a fresh Debian machine lacks (nginx, PostgreSQL server).
 system-deps:
@@ -36,6 +39,13 @@ add-aggregator: install
 
 status: install
 	$(PY) -m sharding status
+
+# Prometheus in the foreground on the configuration `make run` keeps in DATA_DIR
+# (every writer and aggregator, monitoring/rules.yml); its data in DATA_DIR/prometheus.
+monitor: install
+	@test -f $(DATA_DIR)/prometheus.yml || { echo "no $(DATA_DIR)/prometheus.yml: start the cluster with make run first" >&2; exit 1; }
+	prometheus --config.file=$(DATA_DIR)/prometheus.yml --storage.tsdb.path=$(DATA_DIR)/prometheus \
+		--web.listen-address=127.0.0.1:$(PROMETHEUS_PORT) --web.enable-lifecycle
 
 bench: install
 	$(PY) -m perf.bench

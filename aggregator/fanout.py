@@ -127,7 +127,7 @@ class FanOut:
             status.identity = identity
 
     def _failed(self, name: str, reason: str) -> ShardFailure:
-        self._metrics.shard_errors.inc(1, name)
+        self._metrics.shard_errors.labels(name).inc()
         status = self.status.setdefault(name, ShardStatus())
         status.failed_at, status.error = time.monotonic(), reason
         log.warning("shard %s: %s", name, reason)

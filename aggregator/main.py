@@ -45,10 +45,7 @@ async def shards_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SHARDS] = shards = ShardSet(settings.shards_file, settings.shard_dsns, settings.pool_size,
                                     settings.shard_bounds)
     await shards.open()
-    app[METRICS].registry.gauge_family(
-        "reactions_shard_read", "Shards this aggregator reads (1 each), by name and state.", ["shard", "state"],
-        lambda: {(h.name, h.shard.state): 1.0 for h in shards},
-    )
+    app[METRICS].watch_shards(lambda: {(h.name, h.shard.state): 1.0 for h in shards})
     try:
         yield
     finally:

@@ -100,7 +100,7 @@ class PastHours:
     def invalidate(self, hour: int, cause: str) -> None:
         """Forget ``hour``: a late write (notification or version change) touched it."""
         if self._cache.pop(hour, None) is not None:
-            self._metrics.invalidations.inc(1, cause)
+            self._metrics.invalidations.labels(cause).inc()
         flight = self._flights.pop(hour, None)
         if flight is not None:  # its answer may predate the write: not joined, not cached
             flight.dirty = True

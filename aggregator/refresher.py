@@ -37,6 +37,7 @@ class Refresher:
         self._metrics = metrics
         self._fanout = fanout
         self._wake = asyncio.Event()
+        metrics.publish_bounds(settings.refresh_interval_s, settings.stale_after_ms / 1000)
 
     def wake(self) -> None:
         """Refresh now rather than at the next tick (SIGHUP)."""

@@ -58,8 +58,8 @@ class Settings:
         """A live answer whose snapshot is older than this is marked stale.
 
         A refresh that is slow but not yet failed (up to the shard timeout)
-        would otherwise serve an old snapshot as fresh: this keeps invariant 5
-        exact, at twice the refresh interval unless configured.
+        would otherwise serve an old snapshot as fresh: this keeps README,
+        Invariants 5 exact, at twice the refresh interval unless configured.
         """
         return 1000 * (self.live_max_lag_s if self.live_max_lag_s is not None else 2 * self.refresh_interval_s)
 

@@ -18,6 +18,7 @@ from aggregator.live import LiveHour
 from aggregator.status import shard_json
 from common.events import MAX_READ_TIMESTAMP_MS, MAX_TIMESTAMP_DIGITS, parse_read_hour
 from common.hours import hour_of
+from common.metrics import exposition
 
 RETRY_AFTER_S = "1"
 STALE = "X-Reactions-Stale"
@@ -50,7 +51,7 @@ def read_hour(request: web.Request) -> int:
     try:
         return parse_read_hour(request.query)
     except web.HTTPBadRequest:
-        request.app[METRICS].refused.inc(1, "400")
+        request.app[METRICS].refused.labels("400").inc()
         raise
 
 
@@ -63,7 +64,7 @@ async def get_analytics(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     body = live.fresh_body(settings.clock(), settings.stale_after_ms)
     if body is not None:  # the hot path: a complete snapshot young enough to be fresh
-        app[METRICS].reads.inc(1, "live")
+        app[METRICS].live_reads.inc()
         return web.Response(body=body, headers=TEXT_PLAIN)
     return live_answer(app, live)
 
@@ -73,13 +74,13 @@ def live_answer(app: web.Application, live: LiveHour) -> web.Response:
     settings = app[SETTINGS]
     body, stale_since = live.body, live.stale_since(settings.clock(), settings.stale_after_ms)
     if body is None:
-        app[METRICS].refused.inc(1, "503")
+        app[METRICS].refused.labels("503").inc()
         why = f" ({live.incomplete_reason})" if live.incomplete_reason else ""
         raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet{why}")
     if stale_since is None:
-        app[METRICS].reads.inc(1, "live")
+        app[METRICS].live_reads.inc()
         return plain(body)
-    app[METRICS].reads.inc(1, "live_stale")
+    app[METRICS].reads.labels("live_stale").inc()
     return plain(body, {STALE: "true", STALE_SINCE: formatdate(stale_since / 1000, usegmt=True)})
 
 
@@ -88,19 +89,19 @@ async def cold_answer(app: web.Application, hour: int) -> web.Response:
     metrics, past, shards = app[METRICS], app[PAST], app[SHARDS]
     try:
         if hour >= hour_of(app[SETTINGS].clock()):
-            metrics.reads.inc(1, "future")
+            metrics.reads.labels("future").inc()
             return plain((await app[FANOUT].read_hour(shards, hour)).body)
         body = past.cached(hour)
         if body is not None:
-            metrics.reads.inc(1, "past")
+            metrics.reads.labels("past").inc()
             return plain(body)
-        metrics.reads.inc(1, "miss")
+        metrics.reads.labels("miss").inc()
         return plain(await past.compute(shards, hour))
     except IncompleteAnswer as exc:
-        metrics.refused.inc(1, "503")
+        metrics.refused.labels("503").inc()
         raise unavailable(f"hour {hour} is incomplete, not answered: {exc}") from None
     except ColdReadsBusy as exc:
-        metrics.refused.inc(1, "503")
+        metrics.refused.labels("503").inc()
         raise unavailable(f"hour {hour} is not answered now: {exc}; retry") from None
 
 
@@ -128,4 +129,4 @@ async def shards(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return request.app[METRICS].registry.response()
+    return exposition(request.app[METRICS].registry)

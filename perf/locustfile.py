@@ -50,7 +50,7 @@ USER_PREFIX = os.environ.get("REACTIONS_USER_PREFIX", "user")
 PAST_HOURS = int(os.environ.get("REACTIONS_PAST_HOURS", "48"))
 RATE_PER_USER = float(os.environ.get("REACTIONS_RATE", "0"))
 LEDGER_FILE = os.environ.get("REACTIONS_LEDGER")
-# DESIGN.md: about 95% of reads and writes are for the current hour.
+# README: about 95% of reads and writes are for the current hour.
 CURRENT_WEIGHT, PAST_WEIGHT = 95, 5
 # A third of reactions are clicks (impressions are the common case).
 CLICK_SHARE = 0.3

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to run Reactions locally:
 # nginx and the PostgreSQL server binaries, wrk (a C HTTP load generator,
-# for make bench), and iproute2 and nftables (the gray-failure tests run
+# for make bench), Prometheus with promtool (make monitor, and the tests of
+# monitoring/), and iproute2 and nftables (the gray-failure tests run
 # PostgreSQL in network namespaces and cut them off with an nftables rule).
 # Does nothing when they are there.
 set -euo pipefail
@@ -16,6 +17,7 @@ command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

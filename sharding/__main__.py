@@ -7,6 +7,7 @@
     status              the topology and the health of every part
     render-nginx        print the nginx configuration for a shard file (docker compose)
     render-compose      print docker-compose.yml for a shard file of compose service names
+    render-prometheus   print a Prometheus configuration scraping every writer and aggregator of a shard file
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import sys
 
 from common.settings import SettingsError
-from sharding import compose, nginx
+from sharding import compose, nginx, prometheus
 from sharding.cluster import ClusterError, LocalCluster
 from sharding.config import ConfigError, load
 from sharding.operations import add_aggregator, add_shard, retire_shard, run, status
@@ -40,6 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where nginx keeps its pid and temporary files")
     compose_cmd = commands.add_parser("render-compose", help="print docker-compose.yml for a shard file")
     compose_cmd.add_argument("--shards-file", required=True)
+    scrape = commands.add_parser("render-prometheus", help="print prometheus.yml for a shard file")
+    scrape.add_argument("--shards-file", required=True)
+    scrape.add_argument("--rules-file", default=prometheus.ScrapeLayout.rules_file,
+                        help="the alerting rules; relative to the configuration's folder (default: rules.yml)")
+    scrape.add_argument("--interval", default=prometheus.DEFAULT_INTERVAL,
+                        help=f"scrape and evaluation interval (default: {prometheus.DEFAULT_INTERVAL})")
     return parser.parse_args(argv)
 
 
@@ -58,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command == "render-compose":
             sys.stdout.write(compose.render(load(args.shards_file)))
+            return
+        if args.command == "render-prometheus":
+            layout = prometheus.ScrapeLayout(rules_file=args.rules_file, interval=args.interval)
+            sys.stdout.write(prometheus.render(load(args.shards_file), layout, args.shards_file))
             return
         cluster = LocalCluster(ClusterSettings.from_env())
         if args.command == "run":

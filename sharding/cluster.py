@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from sharding import nginx
+from sharding import nginx, prometheus
 from sharding.config import Shard, Topology, load, save
 from sharding.postgres import LocalPostgres
 from sharding.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
@@ -38,6 +38,7 @@ from sharding.settings import (
 from sharding.signals import deferred_signals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RULES_FILE = REPO_ROOT / "monitoring" / "rules.yml"
 # Writers drain their open batch on SIGTERM; give them this long.
 WRITER_STOP_TIMEOUT_S = 35.0
 
@@ -63,6 +64,7 @@ class LocalCluster:
         self.registry = Registry(self.root / "run")
         self.nginx_dir = self.root / "nginx"
         self.nginx_conf = self.nginx_dir / "nginx.conf"
+        self.prometheus_conf = self.root / "prometheus.yml"
         self._lock: IO[str] | None = None
         # Called between the steps of ``start`` (and while waiting); ``run`` makes it raise on Ctrl-C.
         self.checkpoint: Callable[[], None] = lambda: None
@@ -219,6 +221,13 @@ class LocalCluster:
         os.replace(tmp, self.nginx_conf)
         return nginx.generation_of(text)
 
+    def write_prometheus_conf(self, topology: Topology) -> None:
+        """Keep DATA_DIR/prometheus.yml scraping exactly this topology (``make monitor`` runs Prometheus on it)."""
+        layout = prometheus.ScrapeLayout(rules_file=str(RULES_FILE))
+        tmp = self.prometheus_conf.with_suffix(".yml.new")
+        tmp.write_text(prometheus.render(topology, layout, str(self.shards_file)))
+        os.replace(tmp, self.prometheus_conf)
+
     def start_nginx(self, topology: Topology) -> ProcessRecord:
         self.write_nginx_conf(topology)
         argv = nginx.nginx_command(self.nginx_conf, self.nginx_dir, "-g", "daemon off;")
@@ -232,6 +241,7 @@ class LocalCluster:
             raise ClusterError(f"port {self.settings.port} is in use: set PORT to a free port")
         topology = self.initial_topology()
         save(topology, self.shards_file)
+        self.write_prometheus_conf(topology)
         for shard in topology.shards:
             self.checkpoint()
             self.start_postgres(shard)

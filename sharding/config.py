@@ -111,6 +111,8 @@ def parse(raw: Any) -> Topology:
     shards = tuple(parse_shard(i, s) for i, s in enumerate(shards_raw))
     check_unique([s.name for s in shards], "shard name")
     check_unique([w for s in shards for w in s.writers], "writer address")
+    # One database under two names would be read, and summed, twice (README, Invariants 7).
+    check_unique([s.dsn for s in shards], "dsn")
     if not any(s.active for s in shards):
         raise ConfigError("at least one shard must be active")
     aggregators = tuple(parse_addresses(raw.get("aggregators", []), "aggregators"))

@@ -169,7 +169,9 @@ def reload_nginx(cluster: LocalCluster, topology: Topology | None = None) -> Non
     record = cluster.registry.get("nginx")
     if record is None or not alive(record):
         raise ClusterError("nginx of this cluster is not running")
-    generation = cluster.write_nginx_conf(topology if topology is not None else load(cluster.shards_file))
+    topology = topology if topology is not None else load(cluster.shards_file)
+    generation = cluster.write_nginx_conf(topology)
+    cluster.write_prometheus_conf(topology)
     old = workers(record.pid)
     nginx.reload(cluster.nginx_conf, cluster.nginx_dir)
     url = f"http://127.0.0.1:{cluster.settings.port}/healthz"

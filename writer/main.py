@@ -59,9 +59,7 @@ async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[COMMITTER] = committer = make_committer(app)
     committer.start()
-    app[METRICS].registry.gauge(
-        "reactions_events_pending", "Events accepted and waiting for their commit.", lambda: committer.pending
-    )
+    app[METRICS].watch_pending(lambda: committer.pending)
     log.info("writer ready on %s:%d (batching=%s)", settings.host, settings.port, settings.batching)
     try:
         yield
@@ -85,8 +83,7 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
     health = DatabaseHealth(lambda: db.heartbeat(pool, settings.probe_bounds, name), on_change,
                             interval_s=settings.probe_interval_s)
     app[HEALTH] = health
-    app[METRICS].registry.gauge("reactions_database_up", "1 while the shard's database commits.",
-                                lambda: float(health.up))
+    app[METRICS].watch_database(lambda: health.up)
     task = asyncio.create_task(health.run(), name="database-health")
     try:
         yield

@@ -1,44 +1,70 @@
-"""The writer's Prometheus metrics."""
+"""The writer's Prometheus metrics: the one place they are defined."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.metrics import LATENCY_BUCKETS_S, Counter, Histogram, Registry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from common.events import REJECTION_CODES
+from common.metrics import LATENCY_BUCKETS_S, new_registry
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 @dataclass
 class WriterMetrics:
-    registry: Registry
+    registry: CollectorRegistry
     accepted: Counter
     rejected: Counter
     overloaded: Counter
     refused: Counter
     unknown: Counter
+    database_up: Gauge
     batches: Counter
     failed_batches: Counter
     batch_size: Histogram
     commit_seconds: Histogram
+    pending: Gauge
 
     @classmethod
     def create(cls) -> WriterMetrics:
-        r = Registry()
-        return cls(
+        r = new_registry()
+        metrics = cls(
             registry=r,
-            accepted=r.counter("reactions_events_committed_total", "Events committed and answered 204."),
-            rejected=r.counter("reactions_events_rejected_total", "Requests answered 400, by reason.", ["reason"]),
-            overloaded=r.counter("reactions_events_overloaded_total", "Requests answered 503 (queue full, draining)."),
-            refused=r.counter("reactions_events_not_stored_total",
-                              "Requests answered 503: certainly not stored (database down, rolled back, too slow)."),
-            unknown=r.counter("reactions_events_outcome_unknown_total",
-                              "Requests answered 504 with X-Reactions-Outcome: unknown (commit sent, answer lost)."),
-            batches=r.counter("reactions_batches_total", "Batches committed."),
-            failed_batches=r.counter("reactions_batches_failed_total", "Batches whose commit failed (503 or unknown)."),
-            batch_size=r.histogram("reactions_batch_size_events", "Events per committed batch.", BATCH_SIZE_BUCKETS),
-            commit_seconds=r.histogram("reactions_commit_seconds", "Time to commit one batch.", LATENCY_BUCKETS_S),
+            accepted=Counter("reactions_events_committed_total", "Events committed and answered 204.", registry=r),
+            rejected=Counter("reactions_events_rejected_total", "Requests answered 400, by reason code.",
+                             ["reason"], registry=r),
+            overloaded=Counter("reactions_events_overloaded_total", "Requests answered 503 (queue full, draining).",
+                               registry=r),
+            refused=Counter("reactions_events_not_stored_total",
+                            "Requests answered 503: certainly not stored (database down, rolled back, too slow).",
+                            registry=r),
+            unknown=Counter("reactions_events_outcome_unknown_total",
+                            "Requests answered 504 with X-Reactions-Outcome: unknown (commit sent, answer lost).",
+                            registry=r),
+            database_up=Gauge("reactions_database_up", "1 while the shard's database commits.", registry=r),
+            batches=Counter("reactions_batches_total", "Batches committed.", registry=r),
+            failed_batches=Counter("reactions_batches_failed_total", "Batches whose commit failed (503 or unknown).",
+                                   registry=r),
+            batch_size=Histogram("reactions_batch_size_events", "Events per committed batch.",
+                                 buckets=BATCH_SIZE_BUCKETS, registry=r),
+            commit_seconds=Histogram("reactions_commit_seconds", "Time to commit one batch.",
+                                     buckets=LATENCY_BUCKETS_S, registry=r),
+            pending=Gauge("reactions_events_pending", "Events accepted and waiting for their commit.", registry=r),
         )
+        for code in REJECTION_CODES:  # every series exists from the start, so rate() sees the first one
+            metrics.rejected.labels(code)
+        return metrics
+
+    def watch_database(self, up: Callable[[], bool]) -> None:
+        """Read the health probe's state at each scrape."""
+        self.database_up.set_function(lambda: float(up()))
+
+    def watch_pending(self, read: Callable[[], float]) -> None:
+        """Read the pending events at each scrape (the committer exists only once the app starts)."""
+        self.pending.set_function(read)
 
     def on_commit(self, size: int, seconds: float) -> None:
         self.accepted.inc(size)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from common.events import Reaction, parse_path_write, parse_query_write, require_utf8
+from common.events import BadInput, Reaction, parse_path_write, parse_query_write, require_utf8
 from common.hours import now_ms
+from common.metrics import exposition
 from writer.batcher import NotStored, OutcomeUnknown, Overloaded
 from writer.keys import COMMITTER, HEALTH, METRICS
 
@@ -35,9 +36,8 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
     try:
         require_utf8(request.raw_path)
         reaction = parse()
-    except web.HTTPBadRequest as exc:
-        # The reason up to any ":" (what follows may be client-chosen): bounded label values.
-        metrics.rejected.inc(1, (exc.text or "").partition(":")[0].strip())
+    except BadInput as exc:
+        metrics.rejected.labels(exc.code).inc()
         raise
     try:
         await request.app[COMMITTER].submit(reaction)
@@ -76,4 +76,4 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return request.app[METRICS].registry.response()
+    return exposition(request.app[METRICS].registry)

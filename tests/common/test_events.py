@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from aiohttp import web
 from multidict import MultiDict
 
 from common.events import (
+    BAD_USER,
     MAX_FUTURE_SKEW_MS,
     MAX_USERNAME_CHARS,
     MIN_WRITE_TIMESTAMP_MS,
+    REJECTION_CODES,
+    BadInput,
     Event,
     parse_path_write,
     parse_query_write,
     parse_read_hour,
+    parse_username,
     require_utf8,
 )
 from common.hours import MS_PER_HOUR
 
 NOT_AN_INTEGER = "timestamp must be an integer number of milliseconds"
 ONE_EVENT = "give exactly one event: click or impression"
+NO_CONTROL = "user must not contain control characters or surrogates"
 
 NOW = 1_796_479_200_000
 
@@ -47,10 +54,86 @@ def test_path_form() -> None:
     assert (r.ts, r.username, r.event) == (NOW, "carol", Event.CLICK)
 
 
-def test_usernames_are_data() -> None:
-    for name in ["O'Brien", 'a"b', "a&b", "100%", "Zoë", "🙂", "'; DROP TABLE reactions; --", "a b"]:
-        r = parse_query_write(query(("timestamp", str(NOW)), ("user", name), ("click", "")), None, NOW)
-        assert r.username == name
+# Usernames str.isprintable() refused although they are real text.
+BEYOND_ISPRINTABLE = [
+    "👨\u200d👩\u200d👧",  # a family: emoji joined by ZERO WIDTH JOINER (Cf)
+    "🏳️\u200d🌈",  # a rainbow flag: variation selector and ZWJ
+    "Jean\u00a0Dupont",  # NO-BREAK SPACE (Zs)
+    "Donau\u00addampf",  # SOFT HYPHEN (Cf)
+    "\u2003em\u2003space",  # EM SPACE (Zs)
+    "\U0001fae8",  # SHAKING FACE, Unicode 15: newer than Python 3.11's tables (Cn there)
+    "\U0001fae9x",  # Unicode 16
+    "\u200e\u05e9\u05dc\u05d5\u05dd",  # LEFT-TO-RIGHT MARK and Hebrew
+    "\ue000private",  # private use (Co)
+    "\U000e0001tag",  # LANGUAGE TAG (Cf)
+]
+
+
+@pytest.mark.parametrize("name", ["O'Brien", 'a"b', "a&b", "100%", "Zoë", "🙂", "'; DROP TABLE reactions; --", "a b",
+                                  "x" * MAX_USERNAME_CHARS, "🙂" * MAX_USERNAME_CHARS, *BEYOND_ISPRINTABLE])
+def test_usernames_are_data(name: str) -> None:
+    r = parse_query_write(query(("timestamp", str(NOW)), ("user", name), ("click", "")), None, NOW)
+    assert r.username == name
+    assert parse_path_write(str(NOW), name, "click", query(), None, NOW).username == name
+
+
+CONTROL_CHARACTERS = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"]
+
+
+def test_the_control_characters_are_the_65_of_category_cc() -> None:
+    assert len(CONTROL_CHARACTERS) == 65  # U+0000..U+001F, U+007F..U+009F: a set Unicode never changes
+
+
+@pytest.mark.parametrize("bad", [*CONTROL_CHARACTERS, "\ud800", "\udfff", "\udbff"])
+def test_control_characters_and_lone_surrogates_are_refused(bad: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        parse_username(f"a{bad}b")
+    assert (reason(exc), exc.value.code) == (NO_CONTROL, BAD_USER)
+
+
+def test_only_cc_and_surrogates_are_refused() -> None:
+    """Every other code point, assigned or not, is accepted (sampled: every 97th, plus each category's first)."""
+    refused = [c for c in range(0, 0x110000, 97) if not accepts(chr(c))]
+    assert all(unicodedata.category(chr(c)) in ("Cc", "Cs") for c in refused)
+    assert accepts("\u0378")  # unassigned (Cn)
+    assert accepts("\U0010ffff")  # a noncharacter
+
+
+def accepts(name: str) -> bool:
+    try:
+        parse_username(name)
+    except BadInput:
+        return False
+    return True
+
+
+def test_username_length_counts_characters_not_bytes() -> None:
+    assert parse_username("👨" * MAX_USERNAME_CHARS) == "👨" * MAX_USERNAME_CHARS
+    with pytest.raises(BadInput):
+        parse_username("👨" * (MAX_USERNAME_CHARS + 1))
+
+
+@pytest.mark.parametrize(
+    ("pairs", "code"),
+    [
+        ((("user", "a"), ("click", "")), "missing_timestamp"),
+        ((("timestamp", "x"), ("user", "a"), ("click", "")), "bad_timestamp"),
+        ((("timestamp", str(NOW * 2)), ("user", "a"), ("click", "")), "future_timestamp"),
+        ((("timestamp", "1"), ("user", "a"), ("click", "")), "early_timestamp"),
+        ((("timestamp", "1"), ("click", "")), "missing_user"),
+        ((("timestamp", "1"), ("user", "a:b\n"), ("click", "")), "bad_user"),
+        ((("timestamp", "1"), ("user", "a"), ("event", "like: it")), "bad_event"),
+        ((("timestamp", "1"), ("user", "a"), ("user", "a"), ("click", "")), "repeated_parameter"),
+        ((("timestamp", "1"), ("user", "a"), ("click", ""), ("x:y", "")), "unknown_parameter"),
+        ((("timestamp", "1"), ("user", "a"), ("click", ""), ("id", "")), "bad_idempotency_key"),
+    ],
+)
+def test_each_refusal_carries_a_code_from_the_fixed_set(pairs: tuple[tuple[str, str], ...], code: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        parse_query_write(query(*pairs), None, NOW)
+    assert exc.value.code == code
+    assert code in REJECTION_CODES
+    assert isinstance(exc.value, web.HTTPBadRequest) and exc.value.status == 400
 
 
 @pytest.mark.parametrize(
@@ -75,8 +158,8 @@ def test_usernames_are_data() -> None:
             (("timestamp", "1"), ("user", "x" * (MAX_USERNAME_CHARS + 1)), ("click", "")),
             f"user must be at most {MAX_USERNAME_CHARS} characters",
         ),
-        ((("timestamp", "1"), ("user", "a\nb"), ("click", "")), "user must not contain control characters"),
-        ((("timestamp", "1"), ("user", "a\x00"), ("click", "")), "user must not contain control characters"),
+        ((("timestamp", "1"), ("user", "a\nb"), ("click", "")), NO_CONTROL),
+        ((("timestamp", "1"), ("user", "a\x00"), ("click", "")), NO_CONTROL),
         ((("timestamp", "1"), ("user", "a"), ("event", "like")), "event must be click or impression"),
         ((("timestamp", "1"), ("user", "a")), ONE_EVENT),
         ((("timestamp", "1"), ("user", "a"), ("click", ""), ("impression", "")), ONE_EVENT),

@@ -73,6 +73,27 @@ async def test_routing_matches_the_python_ring(cluster: LocalCluster) -> None:
     assert len({s for names in holding.values() for s in names}) == len(owner), "every shard got some users"
 
 
+# Usernames that str.isprintable() refused, and pairs that differ only by an
+# invisible character: each is its own user (README, "The HTTP contract").
+UNUSUAL_NAMES = ["👨\u200d👩\u200d👧", "🏳️\u200d🌈", "🏳️🌈", "no\u00a0break", "no break", "soft\u00adhyphen",
+                 "softhyphen", "\U0001fae8", "a+b", "a b", "%41", "A"]
+
+
+async def test_unusual_usernames_are_distinct_users_through_nginx(cluster: LocalCluster) -> None:
+    base, ts = base_url(cluster), own_past_hour_ts()
+    tag = unique_users(1, "names")[0]
+    users = [f"{tag}{name}" for name in UNUSUAL_NAMES]
+    async with aiohttp.ClientSession() as session:
+        for user in users:
+            raw = quote(user, safe="")
+            assert await post(session, f"{base}/analytics/{ts}/{raw}/click") == 204, user
+            assert await post(session, f"{base}/analytics?timestamp={ts}&user={raw}&impression") == 204, user
+            assert await post(session, f"{base}/analytics?timestamp={ts}&user={raw}&event=click") == 204, user
+        await wait_counts(session, base, ts, (len(users), 2 * len(users), len(users)))
+    holding = await shards_holding(cluster, users)
+    assert all(len(holding[u]) == 1 for u in users), f"each stored verbatim, on one shard: {holding}"
+
+
 async def test_a_shard_added_mid_hour_keeps_unique_users_exact(cluster: LocalCluster) -> None:
     base, ts = base_url(cluster), now_ms()
     before, after = unique_users(40, "before"), unique_users(40, "after")
@@ -88,6 +109,7 @@ async def test_a_shard_added_mid_hour_keeps_unique_users_exact(cluster: LocalClu
         assert result.returncode == 0, result.stderr
         assert "added" in result.stdout
         new_shard = topology(cluster).shards[-1]
+        assert f'"{new_shard.writers[0]}"' in cluster.prometheus_conf.read_text(), "Prometheus scrapes the new writer"
         ring, owner = ring_of(cluster)
         moved = [u for u in before if owner[ring.lookup(u)] == new_shard.name]
         assert moved, "some earlier users now hash to the new shard"

@@ -49,6 +49,8 @@ def test_a_good_file_round_trips(tmp_path: Path) -> None:
         ({"shards": [shard(colour="red")]}, r"shards\[0\]: unknown key 'colour'"),
         ({"shards": [shard("a", 1), shard("a", 2)]}, "shard name 'a' appears twice"),
         ({"shards": [shard("a", 1), shard("b", 1)]}, "writer address '127.0.0.1:1' appears twice"),
+        ({"shards": [shard("a", 1), shard("b", 2, dsn=shard("a", 1)["dsn"])]},
+         "dsn 'postgresql://postgres@127.0.0.1:201/r' appears twice"),
         ({"shards": [shard(state=RETIRED)]}, "at least one shard must be active"),
         ({"shards": [shard()], "aggregators": ["x:1", "x:1"]}, "aggregator address 'x:1' appears twice"),
         ({"shards": [shard()], "aggregators": "x:1"}, "aggregators must be a list"),

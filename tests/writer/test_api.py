@@ -6,8 +6,9 @@ import asyncio
 from urllib.parse import quote
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from common.events import Event
+from common.events import REJECTION_CODES, Event
 from common.hours import MS_PER_HOUR, hour_of, now_ms
 from tests.writer.conftest import WriterClient, rollup, stored_events
 
@@ -32,26 +33,39 @@ async def test_all_three_forms_commit_before_204(writer_client: WriterClient, sh
 
 
 @pytest.mark.parametrize(
-    ("url", "reason"),
+    ("url", "reason", "code"),
     [
-        ("/analytics?user=a&click", "timestamp is required"),
-        ("/analytics?timestamp=1&timestamp=2&user=a&click", "timestamp must be given once"),
-        ("/analytics?timestamp=12.5&user=a&click", "timestamp must be an integer number of milliseconds"),
-        ("/analytics?timestamp=-1&user=a&click", "timestamp must not be negative"),
+        ("/analytics?user=a&click", "timestamp is required", "missing_timestamp"),
+        ("/analytics?timestamp=1&timestamp=2&user=a&click", "timestamp must be given once", "repeated_parameter"),
+        ("/analytics?timestamp=12.5&user=a&click", "timestamp must be an integer number of milliseconds",
+         "bad_timestamp"),
+        ("/analytics?timestamp=-1&user=a&click", "timestamp must not be negative", "bad_timestamp"),
         ("/analytics?timestamp=99999999999999999999&user=a&click",
-         "timestamp must be an integer number of milliseconds"),
-        ("/analytics?timestamp=1&user=&click", "user must not be empty"),
-        ("/analytics?timestamp=1&user=" + "x" * 129 + "&click", "user must be at most 128 characters"),
-        ("/analytics?timestamp=1&user=a%0Ab&click", "user must not contain control characters"),
-        ("/analytics?timestamp=1&user=a&event=like", "event must be click or impression"),
-        ("/analytics?timestamp=1&user=a&click&impression", "give exactly one event: click or impression"),
-        ("/analytics?timestamp=1&user=a", "give exactly one event: click or impression"),
-        ("/analytics/x/a/click", "timestamp must be an integer number of milliseconds"),
-        ("/analytics/1/a/like", "event must be click or impression"),
+         "timestamp must be an integer number of milliseconds", "bad_timestamp"),
+        ("/analytics?timestamp=1&click", "user is required", "missing_user"),
+        ("/analytics?timestamp=1&user=&click", "user must not be empty", "bad_user"),
+        ("/analytics?timestamp=1&user=" + "x" * 129 + "&click", "user must be at most 128 characters", "bad_user"),
+        ("/analytics?timestamp=1&user=a%0Ab&click", "user must not contain control characters or surrogates",
+         "bad_user"),
+        ("/analytics?timestamp=1&user=a%C2%85b&click", "user must not contain control characters or surrogates",
+         "bad_user"),
+        ("/analytics?timestamp=1&user=%FF&click", "the URL must be UTF-8 once percent-decoded", "bad_encoding"),
+        ("/analytics?timestamp=1&user=a&event=like", "event must be click or impression", "bad_event"),
+        ("/analytics?timestamp=1&user=a&click&impression", "give exactly one event: click or impression",
+         "bad_event"),
+        ("/analytics?timestamp=1&user=a", "give exactly one event: click or impression", "bad_event"),
+        ("/analytics?timestamp=1&user=a&click&colour=red", "unknown parameter: colour", "unknown_parameter"),
+        ("/analytics?timestamp=1&user=a&click&id=", "idempotency key must be 1 to 128 printable characters",
+         "bad_idempotency_key"),
+        ("/analytics/x/a/click", "timestamp must be an integer number of milliseconds", "bad_timestamp"),
+        ("/analytics/1/a/like", "event must be click or impression", "bad_event"),
+        ("/analytics/1/a/click", "timestamp is before 2000: milliseconds since the epoch expected",
+         "early_timestamp"),
+        ("/analytics/99999999999999/a/click", "timestamp is in the future", "future_timestamp"),
     ],
 )
-async def test_bad_input_is_400_and_stores_nothing(
-    writer_client: WriterClient, shard_dsn: str, url: str, reason: str
+async def test_bad_input_is_400_with_its_reason_code_and_stores_nothing(
+    writer_client: WriterClient, shard_dsn: str, url: str, reason: str, code: str
 ) -> None:
     client = await writer_client()
     resp = await client.post(url)
@@ -59,11 +73,24 @@ async def test_bad_input_is_400_and_stores_nothing(
     assert resp.content_type == "text/plain"
     assert (await resp.text()) == reason + "\n"
     assert await stored_events(shard_dsn) == []
+    rejected = rejections(await (await client.get("/metrics")).text())
+    assert rejected[code] == 1, rejected
+    assert sum(rejected.values()) == 1, rejected
+
+
+def rejections(metrics_text: str) -> dict[str, float]:
+    """``reactions_events_rejected_total`` by reason code, from a /metrics page."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "reactions_events_rejected":
+            found.update({s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")})
+    return found
 
 
 async def test_usernames_are_stored_verbatim(writer_client: WriterClient, shard_dsn: str) -> None:
     client = await writer_client()
-    names = ["O'Brien", 'say "hi"', "a&b=c", "100% sure", "Zoë", "🙂👍", "'); DROP TABLE reactions; --", "x+y"]
+    names = ["O'Brien", 'say "hi"', "a&b=c", "100% sure", "Zoë", "🙂👍", "'); DROP TABLE reactions; --", "x+y",
+             "👨\u200d👩\u200d👧", "no\u00a0break", "soft\u00adhyphen", "\U0001fae8"]
     ts = now_ms()
     for name in names:
         resp = await client.post(f"/analytics?timestamp={ts}&user={quote(name, safe='')}&click")
@@ -187,14 +214,19 @@ async def test_health_and_metrics(writer_client: WriterClient) -> None:
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 200
     await client.post("/analytics?timestamp=1&user=a&event=nope")
-    text = await (await client.get("/metrics")).text()
-    assert 'reactions_events_rejected_total{reason="event must be click or impression"} 1' in text
+    resp = await client.get("/metrics")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain; version=")
+    text = await resp.text()
+    assert rejections(text)["bad_event"] == 1
+    assert set(rejections(text)) == set(REJECTION_CODES), "every code is a series from the start"
     for name in ("zz1", "zz2"):  # client-chosen names do not become label values
         await client.post(f"/analytics?timestamp=1&user=a&click&{name}=1")
     text = await (await client.get("/metrics")).text()
-    assert 'reactions_events_rejected_total{reason="unknown parameter"} 2' in text
+    assert rejections(text)["unknown_parameter"] == 2
     assert "zz1" not in text
     assert "# TYPE reactions_commit_seconds histogram" in text
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "python_info"):
+        assert name in text, name
 
 
 async def test_writer_sessions_commit_durably_whatever_the_database_default(shard_dsn: str) -> None:
