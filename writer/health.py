@@ -1,11 +1,15 @@
 """Whether this writer's database commits, and what the writer does about it.
 
 A probe commits a heartbeat row every ``interval_s``, each within its own
-bound. After ``PROBE_FAILURES_FOR_DOWN`` failures in a row, or at once when a
-commit's outcome was unknown (a frozen or cut-off database), the database is
-down: ``on_change(reason)`` runs, and the writer refuses events at once with
-503 (nothing is sent) and closes its listening socket (writer/gate.py). The
-first heartbeat that commits again calls ``on_change(None)``.
+bound, and probes again at once after a failure. After
+``PROBE_FAILURES_FOR_DOWN`` failures in a row the database is down:
+``on_change(reason)`` runs, and the writer refuses events at once with 503
+(nothing is sent) and closes its listening socket (writer/gate.py). A commit
+whose outcome was unknown counts as a failure and calls for a probe now: a
+frozen database is down within two bounds, while one cut connection on a
+healthy one does not move the shard's users (a client's retry with the same
+key then lands on the same shard, where the key is known). The first
+heartbeat that commits again calls ``on_change(None)``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # One slow heartbeat on a busy machine is not an outage; two in a row are.
 PROBE_FAILURES_FOR_DOWN = 2
+# After a failed heartbeat the next comes almost at once (a refused connection
+# fails in microseconds: this keeps that from spinning).
+RETRY_PAUSE_S = 0.05
 
 Probe = Callable[[], Awaitable[None]]
 
@@ -39,35 +46,35 @@ class DatabaseHealth:
         return self.down_reason is None
 
     def commit_outcome_unknown(self, reason: str) -> None:
-        """A commit got no answer: down now; the next heartbeat that commits brings it back."""
-        self._failures = PROBE_FAILURES_FOR_DOWN
-        self._set_down(f"a commit got no answer ({reason})")
+        """A commit got no answer: one failure, and a probe now."""
+        self._failed(f"a commit got no answer ({reason})")
         self._wake.set()
 
     async def run(self) -> None:
         """Probe forever; each probe carries its own bound."""
         while True:
-            await self.check()
+            pause = self._interval_s if await self.check() else RETRY_PAUSE_S
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                await asyncio.wait_for(self._wake.wait(), pause)
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
+        """One heartbeat; whether it committed."""
         try:
             await self._probe()
         except Exception as exc:  # any failure of the heartbeat counts
-            self._failures += 1
-            if self._failures >= PROBE_FAILURES_FOR_DOWN:
-                self._set_down(f"the database cannot commit ({type(exc).__name__})")
-            return
+            self._failed(f"the database cannot commit ({type(exc).__name__})")
+            return False
         self._failures = 0
         if not self.up:
             log.warning("the database commits again: taking writes")
             self.down_reason = None
             self._on_change(None)
+        return True
 
-    def _set_down(self, reason: str) -> None:
-        if not self.up:
+    def _failed(self, reason: str) -> None:
+        self._failures += 1
+        if self._failures < PROBE_FAILURES_FOR_DOWN or not self.up:
             return
         log.error("taking no writes: %s", reason)
         self.down_reason = reason

@@ -19,8 +19,8 @@ import pytest
 from sharding import prometheus
 from sharding.cluster import LocalCluster
 from sharding.processes import ProcessRecord, alive, free_port, http_get, spawn, stop, wait_ready
-from tests.conftest import world_traversable_tmpdir
-from tests.e2e.conftest import topology
+from tests.support.cluster import topology
+from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.waiting import wait_until
 
 PROMETHEUS_BIN = "prometheus"

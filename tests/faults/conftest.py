@@ -11,8 +11,8 @@ from hypothesis import settings
 
 from common.hours import MS_PER_HOUR, now_ms
 from sharding.cluster import LocalCluster
-from tests.e2e.conftest import start_cluster
 from tests.faults.faults import heal
+from tests.support.cluster import start_cluster
 
 # Property tests send real requests through nginx: few examples, no per-example deadline.
 settings.register_profile("reactions", max_examples=40, deadline=None, derandomize=False)

@@ -1,0 +1,92 @@
+"""A local cluster with room for gray failures: one shard's database on a host of its own, one behind a relay.
+
+Shard a's PostgreSQL listens on loopback but is reached through a relay
+(tests/support/relay.py) that can turn the link slow or cut its connections;
+shard c's runs on a host of its own (a network namespace, tests/support/netns.py)
+that can be cut off without a reset; shard b is as ``make run`` makes it.
+Writers, aggregators and nginx run on loopback as usual, started by the
+cluster's own code; only where the shards' databases live differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from sharding.cluster import LocalCluster
+from sharding.config import Shard
+from sharding.postgres import LocalPostgres
+from sharding.settings import ClusterSettings
+from tests.support.cluster import TEST_ENV, free_base_port
+from tests.support.netns import Host, HostNetwork
+from tests.support.postmaster import HOST_PG_PORT, postgres_in
+from tests.support.relay import Relay
+from tests.support.tmpdirs import world_traversable_tmpdir
+
+RELAYED = "a"
+HOSTED = "c"
+# The relay of shard a listens this far above the shard's own PostgreSQL port.
+RELAY_PORT_OFFSET = 50
+
+
+class GrayCluster(LocalCluster):
+    def __init__(self, settings: ClusterSettings, host: Host) -> None:
+        super().__init__(settings)
+        self.host = host
+        self.relay: Relay | None = None
+
+    def new_shard(self, index: int, used: set[int]) -> Shard:
+        shard = super().new_shard(index, used)
+        port = shard.dsn.rsplit(":", 1)[1].split("/", 1)[0]
+        if shard.name == HOSTED:
+            return replace(shard, dsn=shard.dsn.replace(f"127.0.0.1:{port}", f"{self.host.address}:{HOST_PG_PORT}"))
+        if shard.name == RELAYED:
+            return replace(shard, dsn=shard.dsn.replace(f":{port}/", f":{int(port) + RELAY_PORT_OFFSET}/"))
+        return shard
+
+    def postgres(self, shard: Shard) -> LocalPostgres:
+        if shard.name == HOSTED:
+            return postgres_in(self.host, self.root / "pg" / shard.name)
+        pg = super().postgres(shard)
+        if shard.name == RELAYED:
+            return LocalPostgres(pg.data_dir, pg.port - RELAY_PORT_OFFSET)
+        return pg
+
+    def start_postgres(self, shard: Shard) -> LocalPostgres:
+        pg = super().start_postgres(shard)
+        if shard.name == RELAYED and self.relay is None:
+            self.relay = Relay(("127.0.0.1", pg.port), delay_ms=SLOW_LINK_MS,
+                               listen=("127.0.0.1", pg.port + RELAY_PORT_OFFSET)).start()
+            self.relay.switch_delay()  # fast until a test makes it slow
+        return pg
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if self.relay is not None:
+                self.relay.stop()
+                self.relay = None
+
+
+# The slow link: 100 ms each way, a round trip 200 ms longer (this kernel has no netem).
+SLOW_LINK_MS = 100.0
+
+
+@contextmanager
+def gray_cluster(shards: int = 3, aggregators: int = 2) -> Iterator[GrayCluster]:
+    """A started GrayCluster on a network of its own; everything it made is gone at the end."""
+    with HostNetwork() as network:
+        host = network.add_host()
+        settings = ClusterSettings(port=free_base_port(), shards=shards, aggregators=aggregators,
+                                   data_dir=world_traversable_tmpdir("reactions-gray-") / "data", service_env=TEST_ENV)
+        cluster = GrayCluster(settings, host)
+        cluster.acquire_run_lock()
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            host.heal()
+            cluster.stop()
+            cluster.release_run_lock()
