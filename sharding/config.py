@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 ACTIVE = "active"
 RETIRED = "retired"
@@ -112,7 +113,7 @@ def parse(raw: Any) -> Topology:
     check_unique([s.name for s in shards], "shard name")
     check_unique([w for s in shards for w in s.writers], "writer address")
     # One database under two names would be read, and summed, twice (README, Invariants 7).
-    check_unique([s.dsn for s in shards], "dsn")
+    check_same_database(shards)
     if not any(s.active for s in shards):
         raise ConfigError("at least one shard must be active")
     aggregators = tuple(parse_addresses(raw.get("aggregators", []), "aggregators"))
@@ -149,6 +150,46 @@ def parse_addresses(raw: Any, where: str) -> list[str]:
         if not ADDRESS_PATTERN.match(address) or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
             raise ConfigError(f"{where}: {address!r} is not host:port")
     return list(raw)
+
+
+# Spellings of this machine that reach the same server.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+DEFAULT_PG_PORT = 5432
+
+
+def database_of(dsn: str) -> tuple[str, int, str]:
+    """(host, port, database) a DSN reaches, normalised: case, loopback spellings, default port and database.
+
+    PostgreSQL's default database is the user's name. A DSN that names its
+    host only in the query string (``?host=``) is normalised as far as its URL goes.
+    """
+    url = urlsplit(dsn)
+    host = (url.hostname or "localhost").lower()
+    host = "localhost" if host in LOOPBACK_NAMES else host
+    try:
+        port = url.port or DEFAULT_PG_PORT
+    except ValueError:
+        raise ConfigError(f"dsn {redact_password(dsn)!r} has a malformed port") from None
+    database = unquote(url.path.lstrip("/")) or unquote(url.username or "postgres")
+    return host, port, database
+
+
+def redact_password(dsn: str) -> str:
+    url = urlsplit(dsn)
+    if url.password is None:
+        return dsn
+    return dsn.replace(f":{url.password}@", ":***@", 1)
+
+
+def check_same_database(shards: Sequence[Shard]) -> None:
+    """Two shards that name one database would count it twice (README, Invariants 7)."""
+    seen: dict[tuple[str, int, str], str] = {}
+    for shard in shards:
+        database = database_of(shard.dsn)
+        if database in seen:
+            raise ConfigError(f"shards {seen[database]} and {shard.name} name the same database "
+                              f"({database[2]} on {database[0]}:{database[1]})")
+        seen[database] = shard.name
 
 
 def check_unique(values: Sequence[str], what: str) -> None:

@@ -50,7 +50,11 @@ def test_a_good_file_round_trips(tmp_path: Path) -> None:
         ({"shards": [shard("a", 1), shard("a", 2)]}, "shard name 'a' appears twice"),
         ({"shards": [shard("a", 1), shard("b", 1)]}, "writer address '127.0.0.1:1' appears twice"),
         ({"shards": [shard("a", 1), shard("b", 2, dsn=shard("a", 1)["dsn"])]},
-         "dsn 'postgresql://postgres@127.0.0.1:201/r' appears twice"),
+         r"shards a and b name the same database \(r on localhost:201\)"),
+        # One database, spelled another way: loopback names, case, the default port and database.
+        ({"shards": [shard("a", 1, dsn="postgresql://postgres@LOCALHOST/postgres"),
+                     shard("b", 2, dsn="postgresql://postgres:secret@127.0.0.1:5432")]},
+         "shards a and b name the same database"),
         ({"shards": [shard(state=RETIRED)]}, "at least one shard must be active"),
         ({"shards": [shard()], "aggregators": ["x:1", "x:1"]}, "aggregator address 'x:1' appears twice"),
         ({"shards": [shard()], "aggregators": "x:1"}, "aggregators must be a list"),
@@ -91,3 +95,8 @@ def test_changes_are_validated_as_a_whole() -> None:
     with pytest.raises(KeyError):
         topology.with_state("zz", ACTIVE)
     assert topology.with_aggregators(["127.0.0.1:1", "127.0.0.1:2"]).aggregators == ("127.0.0.1:1", "127.0.0.1:2")
+
+
+def test_different_databases_on_one_server_are_different_shards() -> None:
+    parse({"shards": [shard("a", 1, dsn="postgresql://postgres@127.0.0.1:5432/one"),
+                      shard("b", 2, dsn="postgresql://postgres@127.0.0.1:5432/two")]})
