@@ -2,7 +2,7 @@
 
     python -m perf.aggregator_bench            # a few minutes; everything on 127.0.0.1
 
-Starts three PostgreSQL shards (sharding.postgres.LocalPostgres, in a temp
+Starts three PostgreSQL shards (sharding.local.postgres.LocalPostgres, in a temp
 dir), bulk-loads them with generate_series (benchmark data only: the write
 path is exercised by the tests), runs one aggregator process
 (``python -m aggregator.main``, uvloop) and prints:
@@ -46,8 +46,8 @@ from common.hours import current_hour, hour_start_ms
 from common.pg import WaitBounds
 from common.schema import migrate
 from perf.wrk import run_wrk
-from sharding.postgres import LocalPostgres
-from sharding.processes import free_port
+from sharding.local.postgres import LocalPostgres
+from sharding.local.processes import free_port
 
 SHARDS = 3
 TARGET_BYTES_PER_USER = 150

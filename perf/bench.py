@@ -46,9 +46,9 @@ from perf.results import (
 from perf.scrape import batch_details, writer_totals
 from perf.stacks import Stack, ceiling_stack, local_cluster, naive_stack, running_cluster
 from perf.wrk import GET_SCRIPT, POST_SCRIPT, run_wrk
-from sharding.cluster import REPO_ROOT, LocalCluster
 from sharding.config import Topology, load
-from sharding.postgres import pg_bin
+from sharding.local.cluster import REPO_ROOT, LocalCluster
+from sharding.local.postgres import pg_bin
 
 RESULTS_DIR = REPO_ROOT / "perf" / "results"
 # wrk's writers draw from this many usernames (distinct from the mixed run's).

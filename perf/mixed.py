@@ -14,7 +14,7 @@ from common.hours import current_hour, hour_start_ms
 from perf.ledger import HourCounts, Ledger, audit
 from perf.procs import ComponentCpu, run_measured
 from perf.results import AuditRow, HistoryPoint, MixedRun, RequestStats
-from sharding.cluster import REPO_ROOT
+from sharding.local.cluster import REPO_ROOT
 
 LOCUSTFILE = REPO_ROOT / "perf" / "locustfile.py"
 # Late writes and past reads go this many hours back (the locustfile's REACTIONS_PAST_HOURS).

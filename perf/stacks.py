@@ -1,10 +1,10 @@
 """The systems a bench run measures, each behind its own nginx rendered by sharding/nginx.py.
 
-- the Reactions cluster (sharding/cluster.py), started for the run or already running;
+- the Reactions cluster (sharding/local/cluster.py), started for the run or already running;
 - the ceiling: trivial aiohttp processes (perf/trivial.py) as writers and aggregators;
 - the naive design: writers with ``REACTIONS_BATCHING=0`` on the cluster's shards.
 
-Every process is started through sharding/processes.py and stopped by its pid.
+Every process is started through sharding/local/processes.py and stopped by its pid.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sharding import nginx
-from sharding.cluster import REPO_ROOT, LocalCluster
 from sharding.config import Shard, Topology, load
-from sharding.processes import ProcessRecord, free_port, port_is_free, spawn, stop, wait_ready
-from sharding.settings import HOST, PORT_SPAN, ClusterSettings
+from sharding.local.cluster import REPO_ROOT, LocalCluster
+from sharding.local.processes import ProcessRecord, free_port, port_is_free, spawn, stop, wait_ready
+from sharding.local.settings import HOST, PORT_SPAN, ClusterSettings
 
 # A shard of the ceiling stack needs a DSN to be a valid shard; nothing connects to it.
 UNUSED_DSN = "postgresql://none@127.0.0.1:1/none"

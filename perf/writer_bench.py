@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from perf.wrk import POST_SCRIPT, WrkResult, median_result, run_wrk
-from sharding.postgres import LocalPostgres
-from sharding.processes import free_port, spawn, stop, wait_ready
+from sharding.local.postgres import LocalPostgres
+from sharding.local.processes import free_port, spawn, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = 100_000

@@ -17,11 +17,11 @@ import sys
 
 from common.settings import SettingsError
 from sharding import compose, nginx, prometheus
-from sharding.cluster import ClusterError, LocalCluster
 from sharding.config import ConfigError, load
-from sharding.operations import add_aggregator, add_shard, retire_shard, run, status
-from sharding.processes import ProcessError
-from sharding.settings import ClusterSettings
+from sharding.local.cluster import ClusterError, LocalCluster
+from sharding.local.operations import add_aggregator, add_shard, retire_shard, run, status
+from sharding.local.processes import ProcessError
+from sharding.local.settings import ClusterSettings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from sharding.postgres import LocalPostgres
-from sharding.processes import free_port
+from sharding.local.postgres import LocalPostgres
+from sharding.local.processes import free_port
 from tests.support.shard_db import reset_database
 from tests.support.tmpdirs import world_traversable_tmpdir
 

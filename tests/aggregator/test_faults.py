@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from common.schema import migrate
-from sharding.postgres import LocalPostgres
+from sharding.local.postgres import LocalPostgres
 from tests.aggregator.conftest import (
     Clock,
     MakeAggregator,

@@ -9,7 +9,7 @@ import asyncpg
 
 from aggregator.keys import PAST
 from common.schema import migrate
-from sharding.postgres import LocalPostgres
+from sharding.local.postgres import LocalPostgres
 from tests.aggregator.conftest import Clock, MakeAggregator, body, get_hour, sample, wait_for_body, write
 
 

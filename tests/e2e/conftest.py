@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 
 # tests/faults/conftest.py imports start_cluster from here (it predates tests/support): keep the name.
 from tests.support.cluster import start_cluster

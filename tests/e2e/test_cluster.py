@@ -10,8 +10,8 @@ import aiohttp
 
 from common.hours import now_ms
 from sharding import nginx
-from sharding.cluster import LocalCluster
-from sharding.processes import alive, stop, wait_ready
+from sharding.local.cluster import LocalCluster
+from sharding.local.processes import alive, stop, wait_ready
 from sharding.ring import Ring
 from tests.support.cluster import (
     DEADLINE_S,

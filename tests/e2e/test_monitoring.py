@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from sharding import prometheus
-from sharding.cluster import LocalCluster
-from sharding.processes import ProcessRecord, alive, free_port, http_get, spawn, stop, wait_ready
+from sharding.local.cluster import LocalCluster
+from sharding.local.processes import ProcessRecord, alive, free_port, http_get, spawn, stop, wait_ready
 from tests.support.cluster import topology
 from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.waiting import wait_until

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from sharding.cluster import LocalCluster
 from sharding.config import load
-from sharding.processes import alive, start_ticks
-from sharding.settings import ClusterSettings
+from sharding.local.cluster import LocalCluster
+from sharding.local.processes import alive, start_ticks
+from sharding.local.settings import ClusterSettings
 from tests.support.cluster import REPO_ROOT, cli_env, free_base_port, own_past_hour_ts, post, wait_counts
 from tests.support.run_command import RunCommand
 from tests.support.tmpdirs import world_traversable_tmpdir

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from sharding.cluster import LocalCluster
 from sharding.config import load
-from sharding.processes import ProcessRecord, alive, port_is_free
-from sharding.settings import ClusterSettings
+from sharding.local.cluster import LocalCluster
+from sharding.local.processes import ProcessRecord, alive, port_is_free
+from sharding.local.settings import ClusterSettings
 from tests.support.cluster import (
     base_url,
     counts,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import settings
 
 from common.hours import MS_PER_HOUR, now_ms
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 from tests.faults.faults import heal
 from tests.support.cluster import start_cluster
 

@@ -1,6 +1,6 @@
 """Faults injected into a local cluster while the audit load runs, each with its recovery.
 
-Every process is signalled by the pid its record keeps (sharding/processes.py)
+Every process is signalled by the pid its record keeps (sharding/local/processes.py)
 or, for PostgreSQL, by the postmaster's own pid file: never by name. Each
 fault checks what the contract promises while it lasts and returns notes
 for the report; a broken promise raises ``AssertionError``. Blocking cluster
@@ -20,10 +20,10 @@ import aiohttp
 
 from common.hours import current_hour
 from sharding import nginx
-from sharding.cluster import LocalCluster
 from sharding.config import load as load_topology
-from sharding.operations import add_shard, retire_shard
-from sharding.processes import ProcessRecord, alive, http_get, wait_ready
+from sharding.local.cluster import LocalCluster
+from sharding.local.operations import add_shard, retire_shard
+from sharding.local.processes import ProcessRecord, alive, http_get, wait_ready
 from sharding.ring import Ring
 from tests.faults.load import Load, check_read, get_hour
 from tests.support.postmaster import start_postgres

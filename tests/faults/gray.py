@@ -30,8 +30,8 @@ import asyncpg
 
 from common.hours import current_hour
 from sharding.config import load as load_topology
-from sharding.postgres import PG_USER, LocalPostgres, pg_bin
-from sharding.processes import ProcessRecord, alive
+from sharding.local.postgres import PG_USER, LocalPostgres, pg_bin
+from sharding.local.processes import ProcessRecord, alive
 from tests.faults.faults import Fault, progress
 from tests.faults.load import Load, get_hour
 from tests.support.freeze import freeze, thaw

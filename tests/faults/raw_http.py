@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sharding.cluster import LocalCluster
 from sharding.config import load as load_topology
+from sharding.local.cluster import LocalCluster
 
 # Every answer a hostile request may get through the entry point.
 # 204/400/404/405/413/503: the HTTP contract (README). 414: nginx's own

@@ -9,8 +9,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from common.hours import current_hour
-from sharding.cluster import LocalCluster
 from sharding.config import load as load_topology
+from sharding.local.cluster import LocalCluster
 from tests.faults.audit import AuditReport, audit, take_baseline
 from tests.faults.faults import PROGRESS_ACKS, Fault, heal, progress
 from tests.faults.load import Load, LoadPlan

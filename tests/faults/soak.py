@@ -27,9 +27,9 @@ import sys
 import time
 from collections import defaultdict
 
-from sharding.cluster import ClusterError, LocalCluster
-from sharding.processes import port_is_free
-from sharding.settings import PORT_SPAN, ClusterSettings
+from sharding.local.cluster import ClusterError, LocalCluster
+from sharding.local.processes import port_is_free
+from sharding.local.settings import PORT_SPAN, ClusterSettings
 from tests.faults.audit import AuditReport, audit
 from tests.faults.faults import FAULTS
 from tests.faults.load import LoadPlan, LoadStats

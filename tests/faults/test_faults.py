@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 from tests.faults.audit import assert_clean
 from tests.faults.faults import FAULTS
 from tests.faults.scenario import run_scenario

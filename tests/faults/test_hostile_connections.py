@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from common.hours import MS_PER_HOUR
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 from tests.faults.raw_http import exchange, request, stored_in_hour
 
 # Every part running (a fault test before may have stopped some).

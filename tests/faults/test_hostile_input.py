@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from common.events import MIN_WRITE_TIMESTAMP_MS
 from common.hours import MS_PER_HOUR, now_ms
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 from tests.faults.raw_http import (
     ALLOWED_STATUSES,
     exchange,

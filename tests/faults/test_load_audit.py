@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 from tests.faults.audit import assert_clean
 from tests.faults.load import Load, LoadPlan
 from tests.faults.scenario import base_url, run_scenario, sources

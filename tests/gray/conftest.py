@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sharding.postgres import LocalPostgres
+from sharding.local.postgres import LocalPostgres
 from tests.support.netns import Host, HostNetwork, require_netns
 from tests.support.postmaster import postgres_in
 from tests.support.tmpdirs import world_traversable_tmpdir

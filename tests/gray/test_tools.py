@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sharding.postgres import LocalPostgres
+from sharding.local.postgres import LocalPostgres
 from tests.support.freeze import frozen, is_stopped
 from tests.support.netns import BENCHMARK_RANGE, Host, HostNetwork, partitioned, require_netns, route_device
 from tests.support.relay import REPO_ROOT, Relay

@@ -21,8 +21,8 @@ import yaml
 
 from sharding import compose, nginx
 from sharding.config import ConfigError, Shard, Topology, load
-from sharding.postgres import LocalPostgres
-from sharding.processes import free_port, spawn, stop, wait_ready
+from sharding.local.postgres import LocalPostgres
+from sharding.local.processes import free_port, spawn, stop, wait_ready
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from yarl import URL
 
 from sharding import nginx
 from sharding.config import RETIRED, ConfigError, Topology, parse
-from sharding.processes import free_port
+from sharding.local.processes import free_port
 from sharding.ring import Ring
 from tests.support.tmpdirs import world_traversable_tmpdir
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sharding.cluster import LocalCluster
 from sharding.config import Shard, Topology, save
-from sharding.settings import ClusterSettings
-from sharding.supervisor import Observed, RestartPolicy, Supervisor, restart_counts
+from sharding.local.cluster import LocalCluster
+from sharding.local.settings import ClusterSettings
+from sharding.local.supervisor import Observed, RestartPolicy, Supervisor, restart_counts
 
 POLICY = RestartPolicy(first_backoff_s=0.5, max_backoff_s=4.0, stable_after_s=10.0)
 TOPOLOGY = Topology(shards=(Shard("a", ("127.0.0.1:1",), "postgresql://postgres@127.0.0.1:2/reactions"),))

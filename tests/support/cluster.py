@@ -1,6 +1,6 @@
 """A real local cluster (PostgreSQL per shard, writers, aggregators, nginx) and ways to talk to it.
 
-The cluster is started by sharding/cluster.py exactly as ``make run`` does,
+The cluster is started by sharding/local/cluster.py exactly as ``make run`` does,
 on ports derived from a free base port, in a temporary DATA_DIR. Used by the
 end-to-end and fault tests; their conftest modules hold only the fixtures.
 """
@@ -22,10 +22,10 @@ import asyncpg
 from yarl import URL
 
 from common.hours import MS_PER_HOUR, now_ms
-from sharding.cluster import LocalCluster
 from sharding.config import Topology, load
-from sharding.processes import port_is_free
-from sharding.settings import PORT_SPAN, ClusterSettings
+from sharding.local.cluster import LocalCluster
+from sharding.local.processes import port_is_free
+from sharding.local.settings import PORT_SPAN, ClusterSettings
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 # Long enough for a loaded CI machine, short enough that a broken path fails fast.

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from sharding.postgres import LocalPostgres
+from sharding.local.postgres import LocalPostgres
 from tests.support.postmaster import processes_in
 
 # Rounds of looking for processes forked while we were stopping the others;

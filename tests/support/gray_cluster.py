@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from sharding.cluster import LocalCluster
 from sharding.config import Shard
-from sharding.postgres import LocalPostgres
-from sharding.settings import ClusterSettings
+from sharding.local.cluster import LocalCluster
+from sharding.local.postgres import LocalPostgres
+from sharding.local.settings import ClusterSettings
 from tests.support.cluster import TEST_ENV, free_base_port
 from tests.support.netns import Host, HostNetwork
 from tests.support.postmaster import HOST_PG_PORT, postgres_in

@@ -1,7 +1,7 @@
 """PostgreSQL servers for tests: one inside a test host, and restarting one that crashed.
 
 A server's postmaster and every backend work in its data directory, so
-``processes_in`` (sharding/postgres.py) finds all of them without matching
+``processes_in`` (sharding/local/postgres.py) finds all of them without matching
 process names.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sharding.postgres import LocalPostgres, processes_in
+from sharding.local.postgres import LocalPostgres, processes_in
 from tests.support.netns import Host
 
 __all__ = ["HOST_PG_PORT", "postgres_in", "processes_in", "start_postgres"]

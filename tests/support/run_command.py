@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from sharding.cluster import LocalCluster
+from sharding.local.cluster import LocalCluster
 from tests.support.cluster import REPO_ROOT, TEST_ENV, cli_env
 
 UP_MESSAGE = "Reactions is up on"

@@ -15,8 +15,8 @@ import aiohttp
 import asyncpg
 
 from common.hours import hour_of, now_ms
-from sharding.postgres import LocalPostgres
-from sharding.processes import free_port
+from sharding.local.postgres import LocalPostgres
+from sharding.local.processes import free_port
 from tests.support.shard_db import reset_database
 from tests.waiting import wait_until
 from tests.writer.conftest import WriterClient, rollup, stored_events

@@ -25,9 +25,9 @@ from typing import IO
 
 from sharding import nginx, prometheus
 from sharding.config import Shard, Topology, load, save
-from sharding.postgres import LocalPostgres
-from sharding.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
-from sharding.settings import (
+from sharding.local.postgres import LocalPostgres
+from sharding.local.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
+from sharding.local.settings import (
     AGGREGATOR_PORT_OFFSET,
     HOST,
     MAX_SLOTS,
@@ -35,9 +35,9 @@ from sharding.settings import (
     WRITER_PORT_OFFSET,
     ClusterSettings,
 )
-from sharding.signals import deferred_signals
+from sharding.local.signals import deferred_signals
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "monitoring" / "rules.yml"
 # Writers drain their open batch on SIGTERM; give them this long.
 WRITER_STOP_TIMEOUT_S = 35.0

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sharding.processes import POLL_S, start_ticks
+from sharding.local.processes import POLL_S, start_ticks
 
 PG_USER = os.environ.get("REACTIONS_PG_OS_USER", "postgres")
 DATABASE = "reactions"

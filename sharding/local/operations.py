@@ -7,18 +7,19 @@ the running ``run`` supervises it and, at the end, stops it by pid.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
 
 from sharding import nginx
-from sharding.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
 from sharding.config import RETIRED, Shard, Topology, load, save
-from sharding.processes import ProcessRecord, alive, become_subreaper, http_get, stop, wait_for, wait_ready
-from sharding.settings import AGGREGATOR_PORT_OFFSET, HOST
-from sharding.signals import Shutdown, SignalQueue
-from sharding.supervisor import restart_counts, supervise
+from sharding.local.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
+from sharding.local.processes import ProcessRecord, alive, become_subreaper, http_get, stop, wait_for, wait_ready
+from sharding.local.settings import AGGREGATOR_PORT_OFFSET, HOST
+from sharding.local.signals import Shutdown, SignalQueue
+from sharding.local.supervisor import restart_counts, supervise
 
 # How long add-shard waits for every aggregator to read a new shard.
 AGGREGATOR_PICKUP_TIMEOUT_S = 30.0
@@ -141,11 +142,15 @@ def retire_shard(cluster: LocalCluster, name: str) -> None:
 
 
 def aggregator_reads(record: ProcessRecord, shard: str) -> bool:
-    """Whether an aggregator reads ``shard``: listed in its /metrics, and /readyz answers 200."""
-    if http_get(f"http://{record.address}/readyz")[0] != 200:
+    """Whether an aggregator reads ``shard``: listed by its GET /shards with an answer from its database."""
+    status, _, text = http_get(f"http://{record.address}/shards")
+    if status != 200:
         return False
-    status, _, metrics = http_get(f"http://{record.address}/metrics")
-    return status == 200 and f'reactions_shard_read{{shard="{shard}",' in metrics
+    try:
+        listed = {s["name"]: s for s in json.loads(text)["shards"]}
+    except (ValueError, KeyError, TypeError):
+        return False
+    return shard in listed and bool(listed[shard].get("healthy")) and listed[shard].get("identity") is not None
 
 
 def wait_aggregators_read(cluster: LocalCluster, shard: str) -> None:

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sharding.cluster import LocalCluster, port_of
 from sharding.config import ConfigError, Topology, load
-from sharding.processes import ProcessRecord, alive, describe_exit, reap_adopted
-from sharding.signals import SignalQueue
+from sharding.local.cluster import LocalCluster, port_of
+from sharding.local.processes import ProcessRecord, alive, describe_exit, reap_adopted
+from sharding.local.signals import SignalQueue
 
 # How often ``run`` looks at its parts: a crash is noticed within this, and a
 # look costs a few small reads of /proc and of the shard file.
