@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from common.schema import migrate
 from sharding.local.postgres import LocalPostgres
-from tests.aggregator.conftest import (
+from tests.support.aggregator_app import (
     Clock,
     MakeAggregator,
     body,

@@ -9,7 +9,7 @@ import pytest
 
 from aggregator import db
 from aggregator.keys import LISTENER, LIVE, PAST, SHARDS
-from tests.aggregator.conftest import (
+from tests.support.aggregator_app import (
     Clock,
     MakeAggregator,
     Write,

@@ -7,7 +7,7 @@ import pytest
 from aggregator.keys import LIVE, PAST
 from aggregator.live import live_hours
 from common.hours import MS_PER_HOUR, hour_start_ms
-from tests.aggregator.conftest import (
+from tests.support.aggregator_app import (
     Clock,
     MakeAggregator,
     body,

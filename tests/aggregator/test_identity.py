@@ -10,7 +10,7 @@ import asyncpg
 from aggregator.keys import PAST
 from common.schema import migrate
 from sharding.local.postgres import LocalPostgres
-from tests.aggregator.conftest import Clock, MakeAggregator, body, get_hour, sample, wait_for_body, write
+from tests.support.aggregator_app import Clock, MakeAggregator, body, get_hour, sample, wait_for_body, write
 
 
 async def replace_database(postgres: LocalPostgres, dsn: str, prepare: Callable[[str], Awaitable[None]]) -> None:

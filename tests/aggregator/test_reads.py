@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aggregator.keys import LIVE, PAST
-from tests.aggregator.conftest import (
+from tests.support.aggregator_app import (
     Clock,
     MakeAggregator,
     Write,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aggregator.keys import SHARDS
 from sharding.config import ACTIVE, RETIRED, Shard, Topology, save
-from tests.aggregator.conftest import Clock, MakeAggregator, body, get_hour, wait_for_body, wait_until, write
+from tests.support.aggregator_app import Clock, MakeAggregator, body, get_hour, wait_for_body, wait_until, write
 
 
 def shard_file(path: Path, dsns: list[str], retired: frozenset[str] = frozenset()) -> None:

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.events import REJECTION_CODES, Event
 from common.hours import MS_PER_HOUR, hour_of, now_ms
-from tests.writer.conftest import WriterClient, rollup, stored_events
+from tests.support.writer_db import WriterClient, rollup, stored_events
 
 
 async def test_all_three_forms_commit_before_204(writer_client: WriterClient, shard_dsn: str) -> None:

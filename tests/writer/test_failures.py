@@ -18,8 +18,8 @@ from common.hours import hour_of, now_ms
 from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port
 from tests.support.shard_db import reset_database
+from tests.support.writer_db import WriterClient, rollup, stored_events
 from tests.waiting import wait_until
-from tests.writer.conftest import WriterClient, rollup, stored_events
 
 ROOT = Path(__file__).resolve().parents[2]
 # How soon a writer must notice that its database cannot commit.
