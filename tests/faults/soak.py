@@ -8,7 +8,12 @@ DATA_DIR on CHAOS_PORT, then runs phases until CHAOS_SECONDS have passed:
 each phase is a new audited load (users and keys of its own) with one fault
 and its recovery in the middle (tests/faults/faults.py, in turn: writer
 SIGKILL, PostgreSQL SIGKILL, aggregator SIGKILL, add and retire a shard,
-SIGTERM of everything and a restart on the same data). Each phase is audited
+SIGTERM of everything and a restart on the same data; then the gray
+failures of tests/faults/gray.py: a frozen PostgreSQL, a database host cut
+off without a reset, a slow link, a connection cut mid-commit, a database
+replaced behind its DSN). The cluster is a GrayCluster: shard c's database
+on a host of its own (a network namespace: the run needs root, as CI has;
+without it the gray phases are left out, said in one line). Each phase is audited
 when it ends; at the end every phase's events are audited again together
 (nothing acknowledged earlier was lost since). It prints the audit per phase
 and per fault, stops every process it started (by pid) and removes its
@@ -20,21 +25,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 from sharding.local.cluster import ClusterError, LocalCluster
 from sharding.local.processes import port_is_free
 from sharding.local.settings import PORT_SPAN, ClusterSettings
 from tests.faults.audit import AuditReport, audit
-from tests.faults.faults import FAULTS
+from tests.faults.faults import FAULTS, Fault
+from tests.faults.gray import GRAY_FAULTS
 from tests.faults.load import LoadPlan, LoadStats
 from tests.faults.record import AuditRecord
 from tests.faults.scenario import Outcome, base_url, run_scenario, sources
+from tests.support.gray_cluster import gray_cluster
+from tests.support.netns import netns_unavailable
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 DEFAULT_SECONDS = 180.0
@@ -62,15 +72,15 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def soak(cluster: LocalCluster, seconds: float) -> list[Outcome]:
+async def soak(cluster: LocalCluster, seconds: float, faults: dict[str, Fault]) -> list[Outcome]:
     """Phases with one fault each, in turn, until ``seconds`` have passed."""
     outcomes: list[Outcome] = []
     started = time.monotonic()
-    names = list(FAULTS)
+    names = list(faults)
     while time.monotonic() - started < seconds:
         name = names[len(outcomes) % len(names)]
         say(f"[{time.monotonic() - started:6.1f}s] phase {len(outcomes) + 1}: {name}")
-        outcome = await run_scenario(cluster, name, FAULTS[name], PLAN, WARMUP_ACKS, AFTER_ACKS)
+        outcome = await run_scenario(cluster, name, faults[name], PLAN, WARMUP_ACKS, AFTER_ACKS)
         outcomes.append(outcome)
         say(f"          {outcome.report.line()}")
         for note in outcome.notes:
@@ -125,30 +135,46 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+@contextlib.contextmanager
+def chaos_cluster(settings: ClusterSettings) -> Iterator[tuple[LocalCluster, dict[str, Fault]]]:
+    """A started GrayCluster and every fault, or, without network namespaces, a LocalCluster and the crash faults."""
+    reason = netns_unavailable()
+    if reason is None:
+        with gray_cluster(settings) as gray:
+            yield gray, {**FAULTS, **GRAY_FAULTS}
+        return
+    say(f"no gray-failure phases: {reason}")
+    cluster = LocalCluster(settings)
+    cluster.acquire_run_lock()
+    try:
+        cluster.start()
+        yield cluster, dict(FAULTS)
+    finally:
+        say("stopping every process of the chaos cluster (by pid) ...")
+        cluster.stop()
+        cluster.release_run_lock()
+
+
 def main() -> None:
     args = parse_args()
     if not port_is_free(args.port) or args.port + PORT_SPAN > 65535:
         sys.exit(f"error: CHAOS_PORT={args.port} is in use or too high; set CHAOS_PORT to a free port")
     root = world_traversable_tmpdir("reactions-chaos-")
-    cluster = LocalCluster(ClusterSettings(port=args.port, shards=3, aggregators=2, data_dir=root / "data",
-                                           service_env=SERVICE_ENV))
+    settings = ClusterSettings(port=args.port, shards=3, aggregators=2, data_dir=root / "data",
+                               service_env=SERVICE_ENV)
     stop_on_signals()
     started = time.monotonic()
     ok = False
-    cluster.acquire_run_lock()
     try:
         say(f"chaos: a fresh cluster on 127.0.0.1:{args.port} in {root}, for {args.seconds:.0f}s")
-        cluster.start()
-        outcomes = asyncio.run(soak(cluster, args.seconds))
-        final = asyncio.run(final_audit(cluster, outcomes))
-        print_summary(outcomes, final, time.monotonic() - started)
-        ok = not final.problems() and not any(o.problems() for o in outcomes)
+        with chaos_cluster(settings) as (cluster, faults):
+            outcomes = asyncio.run(soak(cluster, args.seconds, faults))
+            final = asyncio.run(final_audit(cluster, outcomes))
+            print_summary(outcomes, final, time.monotonic() - started)
+            ok = not final.problems() and not any(o.problems() for o in outcomes)
     except (ClusterError, KeyboardInterrupt) as exc:
         say(f"chaos stopped: {type(exc).__name__} {exc}")
     finally:
-        say("stopping every process of the chaos cluster (by pid) ...")
-        cluster.stop()
-        cluster.release_run_lock()
         if args.keep:
             say(f"kept {root}")
         else:

@@ -31,6 +31,9 @@ RELAY_PORT_OFFSET = 50
 
 
 class GrayCluster(LocalCluster):
+    # The shards the gray faults act on: a fault that retires a shard picks another.
+    kept_shards = frozenset({"a", "b", "c"})
+
     def __init__(self, settings: ClusterSettings, host: Host) -> None:
         super().__init__(settings)
         self.host = host
@@ -75,12 +78,14 @@ SLOW_LINK_MS = 100.0
 
 
 @contextmanager
-def gray_cluster(shards: int = 3, aggregators: int = 2) -> Iterator[GrayCluster]:
-    """A started GrayCluster on a network of its own; everything it made is gone at the end."""
+def gray_cluster(settings: ClusterSettings | None = None) -> Iterator[GrayCluster]:
+    """A started GrayCluster on a network of its own (3 shards, 2 aggregators unless ``settings`` say otherwise);
+    every process, namespace and link it made is gone at the end."""
+    settings = settings or ClusterSettings(port=free_base_port(), shards=3, aggregators=2,
+                                           data_dir=world_traversable_tmpdir("reactions-gray-") / "data",
+                                           service_env=TEST_ENV)
     with HostNetwork() as network:
         host = network.add_host()
-        settings = ClusterSettings(port=free_base_port(), shards=shards, aggregators=aggregators,
-                                   data_dir=world_traversable_tmpdir("reactions-gray-") / "data", service_env=TEST_ENV)
         cluster = GrayCluster(settings, host)
         cluster.acquire_run_lock()
         try:
