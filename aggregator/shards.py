@@ -15,13 +15,19 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from common.pg import WaitBounds, create_pool_with_retry, init_connection, keep_session, redact, server_settings
+from common.pg import (
+    WaitBounds,
+    close_pool,
+    create_pool_with_retry,
+    init_connection,
+    keep_session,
+    redact,
+    server_settings,
+)
 from sharding.config import ACTIVE, ConfigError, Shard, load
 
 log = logging.getLogger(__name__)
 
-# A pool that cannot close this fast (a query hung on a dead shard) is terminated.
-POOL_CLOSE_TIMEOUT_S = 1.0
 SESSION_SETTINGS = {"application_name": "reactions-aggregator"}
 FileStamp = tuple[int, int, int]
 
@@ -129,14 +135,12 @@ class ShardSet:
     async def _open_pool(self, dsn: str) -> asyncpg.Pool:
         """A lazy pool (min_size 0: nothing connects here), its sessions bounded server-side too."""
         return await create_pool_with_retry(
+            # Idle connections are kept (asyncpg closes them after 300 s by default): a new one
+            # costs several round trips, too many for the shard timeout over a slow link.
             dsn, attempts=1, min_size=0, max_size=self._pool_size, timeout=self._bounds.acquire_s,
+            max_inactive_connection_lifetime=0,
             server_settings=server_settings(self._bounds, **SESSION_SETTINGS), init=init_connection,
             reset=keep_session,
         )
 
 
-async def close_pool(pool: asyncpg.Pool) -> None:
-    try:
-        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
-    except TimeoutError:
-        pool.terminate()

@@ -127,14 +127,28 @@ async def bounded_connection(pool: asyncpg.Pool, bounds: WaitBounds) -> AsyncIte
     try:
         yield conn
     except BaseException as exc:
-        if is_connection_error(exc):
-            conn.terminate()
+        if is_connection_error(exc) or (exc.__cause__ is not None and is_connection_error(exc.__cause__)):
+            # A connection the server closed is already back in the pool (asyncpg released it).
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
         raise
     finally:
         try:
             await pool.release(conn, timeout=bounds.release_s)
         except Exception as exc:  # a release that fails has terminated the connection: nothing to keep
             log.debug("connection released with %s", type(exc).__name__)
+
+
+# A pool that cannot close this fast (a connection to a frozen server) is terminated.
+POOL_CLOSE_TIMEOUT_S = 1.0
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = POOL_CLOSE_TIMEOUT_S) -> None:
+    """Close gracefully within ``timeout_s``, else terminate: a frozen server never says goodbye."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
 
 
 async def create_pool_with_retry(

@@ -206,11 +206,11 @@ class GroupCommitter:
             await self._commit(batch.reactions)
         except Exception as exc:  # every failure answers the batch, never a 204
             log.error("commit of %d events failed: %s", len(batch.reactions), exc)
-            self._stats.on_failure(len(batch.reactions), exc)
-            self._resolve(batch, as_outcome(exc))
+            self._resolve(batch, as_outcome(exc))  # answer first: nothing below may leave a waiter hanging
+            self._stats.on_failure(len(batch.reactions), as_outcome(exc))
         else:
-            self._stats.on_commit(len(batch.reactions), time.monotonic() - started)
             self._resolve(batch, None)
+            self._stats.on_commit(len(batch.reactions), time.monotonic() - started)
         finally:
             self._in_flight -= 1
 

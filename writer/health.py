@@ -53,8 +53,8 @@ class DatabaseHealth:
     async def run(self) -> None:
         """Probe forever; each probe carries its own bound."""
         while True:
+            self._wake.clear()  # before the probe: a wake during it is not lost
             pause = self._interval_s if await self.check() else RETRY_PAUSE_S
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
 

@@ -13,9 +13,12 @@ from aiohttp import web
 
 from common.events import Reaction
 from common.hours import current_hour
+from common.metrics import exposition
+from common.pg import close_pool
 from common.schema import migrate
-from writer import db
+from writer import db, views
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
+from writer.db import MIGRATE_TIMEOUT_S
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
 from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS
@@ -46,12 +49,12 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.open_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size,
                               bounds=settings.bounds)
     try:
-        async with pool.acquire() as conn:
+        async with asyncio.timeout(MIGRATE_TIMEOUT_S), pool.acquire() as conn:
             await migrate(conn)
         app[POOL] = pool
         yield
     finally:
-        await pool.close()
+        await close_pool(pool)
 
 
 async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -127,15 +130,35 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()
+    admin = web.AppRunner(admin_app(app), access_log=None, handle_signals=False)
     try:
         await app[GATE].start(runner)
         if settings.admin_port is not None:  # /healthz, /readyz, /metrics stay reachable while the gate is shut
-            await web.TCPSite(runner, settings.host, settings.admin_port).start()
+            await admin.setup()
+            await web.TCPSite(admin, settings.host, settings.admin_port).start()
         await stop.wait()
         log.info("stopping: draining the open batch")
     finally:
         await app[GATE].stop()
+        if settings.admin_port is not None:
+            await admin.cleanup()
         await runner.cleanup()
+
+
+def admin_app(main: web.Application) -> web.Application:
+    """The admin port's app: the main app's /healthz, /readyz and /metrics, and no writes."""
+    admin = web.Application()
+
+    async def readyz(_request: web.Request) -> web.Response:
+        return views.readiness(main)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return exposition(main[METRICS].registry)
+
+    admin.router.add_get("/healthz", views.healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics)
+    return admin
 
 
 def main() -> None:
