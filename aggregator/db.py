@@ -52,9 +52,14 @@ class ShardIdentity:
     shard_uuid: str
 
     @property
-    def database(self) -> tuple[int, int]:
-        """Two shards with the same one are the same database: it must never be summed twice."""
-        return (self.system_identifier, self.database_oid)
+    def database(self) -> tuple[int, int, str]:
+        """Two shards with the same one are the same database: it must never be summed twice.
+
+        The schema UUID is part of it: a physical copy of a database keeps the
+        system identifier and the OID, and the new UUID every restore ends with
+        is what makes it another shard's database.
+        """
+        return (self.system_identifier, self.database_oid, self.shard_uuid)
 
     def to_json(self) -> dict[str, object]:
         return {"system_identifier": str(self.system_identifier), "database_oid": self.database_oid,

@@ -98,10 +98,18 @@ class FanOut:
                 failures.append(outcome)
             else:
                 answers[handle.name] = outcome
-        identities = {name: i for name, i in ((n, identity_of(a)) for n, a in answers.items()) if i is not None}
+        # Shards that did not answer now are compared by the database they last answered from.
+        identities: dict[str, db.ShardIdentity] = {}
+        for name in [f.shard for f in failures] + list(answers):
+            known = identity_of(answers[name]) if name in answers else None
+            status = self.status.get(name)
+            identity = known or (status.identity if status is not None else None)
+            if identity is not None:
+                identities[name] = identity
         for name, reason in same_database(identities).items():
-            del answers[name]
-            failures.append(self._failed(name, reason))
+            if name in answers:
+                del answers[name]
+                failures.append(self._failed(name, reason))
         return answers, failures
 
     async def _one(self, handle: ShardHandle, fetch: Fetch[T]) -> T | ShardFailure:

@@ -51,7 +51,7 @@ class LiveHour:
     """One live hour: the merged user set, per-shard counters and versions, the answer bytes."""
 
     __slots__ = ("body", "completed_at", "cursors", "hour", "incomplete_reason", "last_complete_ms", "needs_rebuild",
-                 "stale_since_ms", "users")
+                 "stale_since_ms", "unrendered", "users")
 
     def __init__(self, hour: int) -> None:
         self.hour = hour
@@ -66,7 +66,9 @@ class LiveHour:
         # Set while some shard fails: the time of the last complete refresh.
         self.stale_since_ms: int | None = None
         self.last_complete_ms: int | None = None
-        self.completed_at = 0.0  # time.monotonic() of the last complete refresh
+        self.completed_at = 0.0  # time.monotonic() when the last complete refresh started
+        # Changes merged by incomplete refreshes: the body stays the last complete snapshot until then.
+        self.unrendered = False
         # Why the last refresh was incomplete (the failing shards), for the 503's reason.
         self.incomplete_reason: str | None = None
         # A shard went back in time, is another database, or left the set: start over from scratch.
@@ -90,20 +92,21 @@ class LiveHour:
         cursor.clicks, cursor.impressions, cursor.version = fresh.clicks, fresh.impressions, fresh.version
         return True
 
-    def finish(self, complete: bool, changed: bool, now_ms: int) -> None:
-        """Close a refresh: re-render if needed, and track staleness."""
-        if complete:
-            self.last_complete_ms, self.stale_since_ms = now_ms, None
-            self.completed_at = time.monotonic()
-            if changed or self.body is None:
-                self.body = self.render()
+    def finish(self, complete: bool, changed: bool, now_ms: int, started: float) -> None:
+        """Close a refresh that started at ``started`` (monotonic): re-render if complete, and track staleness.
+
+        An incomplete refresh never re-renders: what is served stale-marked is
+        the last complete snapshot (README, Invariants 4), never a mix.
+        """
+        if not complete:
+            self.unrendered = self.unrendered or changed
+            if self.body is not None and self.stale_since_ms is None:
+                self.stale_since_ms = self.last_complete_ms
             return
-        if self.body is None:
-            return  # never complete: there is no answer to serve, stale or not
-        if self.stale_since_ms is None:
-            self.stale_since_ms = self.last_complete_ms
-        if changed:
+        self.last_complete_ms, self.stale_since_ms, self.completed_at = now_ms, None, started
+        if changed or self.unrendered or self.body is None:
             self.body = self.render()
+            self.unrendered = False
 
     def render(self) -> bytes:
         cursors = self.cursors.values()
@@ -174,6 +177,7 @@ class LiveHours:
         return await self._refresh(shards, live, now_ms)
 
     async def _refresh(self, shards: ShardSet, live: LiveHour, now_ms: int) -> bool:
+        started = time.monotonic()
         answers, failures = await self._fanout.gather(
             shards, lambda name, conn: db.fetch_hour_since(conn, live.hour, live.version_of(name))
         )
@@ -182,7 +186,7 @@ class LiveHours:
             changed = live.apply(name, fresh) or changed
         complete = not failures and not live.needs_rebuild
         live.incomplete_reason = "; ".join(f"shard {f.shard}: {f.reason}" for f in failures) or None
-        live.finish(complete, changed, now_ms)
+        live.finish(complete, changed, now_ms, started)
         return complete
 
     async def _rebuild(self, shards: ShardSet, old: LiveHour, now_ms: int) -> bool:
@@ -192,5 +196,5 @@ class LiveHours:
             self.hours[old.hour] = fresh
             return True
         old.incomplete_reason = fresh.incomplete_reason or "a shard changed under the hour: reading it again"
-        old.finish(False, False, now_ms)
+        old.finish(False, False, now_ms, time.monotonic())
         return False

@@ -44,7 +44,7 @@ def merge(per_shard: Mapping[str, ShardHour], read_at: float = 0.0) -> HourAnswe
 
 def same_database(identities: Mapping[str, ShardIdentity]) -> dict[str, str]:
     """Shards that reached one database under two names, each with the reason it must not be summed."""
-    by_database: defaultdict[tuple[int, int], list[str]] = defaultdict(list)
+    by_database: defaultdict[tuple[int, int, str], list[str]] = defaultdict(list)
     for name, identity in identities.items():
         by_database[identity.database].append(name)
     clashes: dict[str, str] = {}

@@ -12,11 +12,13 @@
   the hour's version there), read in the same snapshot as its users; any
   shard now at another stamp (a late write, a version gone backwards, another
   database behind the DSN) drops the hour.
-- A cached answer is only as good as the last check that confirmed it: one
-  that no check of some shard has confirmed within ``trust_s`` (the staleness
-  bound) is dropped when asked for, and read again (or answered 503 while that
-  shard does not answer). Notifications only make late writes visible sooner;
-  the bound never depends on them (README, Invariants 5).
+- A cached answer is only as good as the last check that confirmed it: a
+  check confirms an hour when every shard of its answer answered with the
+  same stamp. An answer that nothing confirmed within ``trust_s`` (the
+  staleness bound) is checked again before it is served (one statement per
+  shard); if a shard does not answer, it is dropped and read again, which
+  answers 503 while that shard is down. Notifications only make late writes
+  visible sooner; the bound never depends on them (README, Invariants 5).
 """
 
 from __future__ import annotations
@@ -47,12 +49,18 @@ class Flight:
     dirty: bool = False
 
 
+@dataclass(slots=True)
+class CachedHour:
+    """A complete answer and when it was last known right: read, or confirmed by a check that started then."""
+
+    answer: HourAnswer
+    confirmed_at: float
+
+
 class PastHours:
     def __init__(self, max_hours: int, fanout: FanOut, metrics: AggregatorMetrics, trust_s: float) -> None:
-        self._cache: LRUCache[int, HourAnswer] = LRUCache(maxsize=max_hours)
+        self._cache: LRUCache[int, CachedHour] = LRUCache(maxsize=max_hours)
         self._trust_s = trust_s
-        # Per shard, time.monotonic() when the last version check that it answered started.
-        self._checked_at: dict[str, float] = {}
         self._flights: dict[int, Flight] = {}
         # Every read still running, joinable or not, so that close() stops them all.
         self._running: set[asyncio.Task[HourAnswer]] = set()
@@ -62,18 +70,25 @@ class PastHours:
     def __contains__(self, hour: int) -> bool:
         return hour in self._cache
 
-    def cached(self, hour: int) -> bytes | None:
-        answer = self._cache.get(hour)
-        if answer is None:
-            return None
-        if not self._confirmed(answer, time.monotonic()):
-            self.invalidate(hour, "unconfirmed")
-            return None
-        return answer.body
+    async def cached(self, shards: ShardSet, hour: int) -> bytes | None:
+        """The cached answer, if it holds every shard read now and is confirmed within the trust bound.
 
-    def _confirmed(self, answer: HourAnswer, now: float) -> bool:
-        oldest = now - self._trust_s
-        return all(max(answer.read_at, self._checked_at.get(shard, 0.0)) >= oldest for shard in answer.stamps)
+        An answer past the bound is checked now; None means: read the hour.
+        """
+        entry = self._cache.get(hour)
+        if entry is None:
+            return None
+        if set(entry.answer.stamps) != shards.names:
+            self.invalidate(hour, "topology")
+            return None
+        if entry.confirmed_at < time.monotonic() - self._trust_s:
+            await self._check(shards, [hour])
+            if hour not in self._cache:
+                return None
+            if entry.confirmed_at < time.monotonic() - self._trust_s:  # some shard did not answer the check
+                self.invalidate(hour, "unconfirmed")
+                return None
+        return entry.answer.body
 
     async def compute(self, shards: ShardSet, hour: int) -> bytes:
         """Read ``hour`` from every shard (or join the read in progress); IncompleteAnswer if a shard fails."""
@@ -95,7 +110,8 @@ class PastHours:
         if flight.task.cancelled() or flight.task.exception() is not None:
             return  # an incomplete answer is never cached
         if not flight.dirty:
-            self._cache[hour] = flight.task.result()
+            answer = flight.task.result()
+            self._cache[hour] = CachedHour(answer, answer.read_at)
 
     def invalidate(self, hour: int, cause: str) -> None:
         """Forget ``hour``: a late write (notification or version change) touched it."""
@@ -116,31 +132,33 @@ class PastHours:
     def seed(self, hour: int, answer: HourAnswer) -> None:
         """Cache an answer known complete (an hour that just stopped being live)."""
         if hour not in self._flights:
-            self._cache[hour] = answer
+            self._cache[hour] = CachedHour(answer, answer.read_at)
 
     async def check_versions(self, shards: ShardSet) -> None:
-        """Drop every cached hour whose stamp changed on some shard since it was read."""
+        """Drop every cached hour whose stamp changed on some shard; confirm the others."""
         hours = list(self._cache)
+        if hours:
+            await self._check(shards, hours)
+
+    async def _check(self, shards: ShardSet, hours: Sequence[int]) -> None:
+        """One version check of ``hours`` (those cached when it starts, never those cached meanwhile)."""
         started = time.monotonic()
-        if not hours:
-            self._checked_at = dict.fromkeys(shards.names, started)  # nothing to confirm: nothing unconfirmed
-            return
         answers, _failures = await self._fanout.gather(shards, lambda _name, conn: db.fetch_stamps(conn, hours))
-        # A shard that failed is checked again on the next refresh; its cached
-        # hours stay until the trust bound runs out.
-        for name, stamps in answers.items():
-            self._drop_changed(name, hours, stamps)
-            self._checked_at[name] = started
-
-    def _drop_changed(self, shard: str, hours: Sequence[int], stamps: db.HourStamps) -> None:
+        # A shard that failed confirms nothing: its hours keep their last
+        # confirmation until the trust bound runs out.
         for hour in hours:
-            answer = self._peek(hour)
-            if answer is not None and answer.stamps.get(shard) != stamps.stamp(hour):
-                log.info("hour %d changed on shard %s: dropped from the cache", hour, shard)
+            entry = self._peek(hour)
+            if entry is None:
+                continue
+            changed = [name for name, stamps in answers.items() if entry.answer.stamps.get(name) != stamps.stamp(hour)]
+            if changed:
+                log.info("hour %d changed on shard %s: dropped from the cache", hour, ", ".join(changed))
                 self.invalidate(hour, "version")
+            elif set(entry.answer.stamps) <= answers.keys():
+                entry.confirmed_at = max(entry.confirmed_at, started)
 
-    def _peek(self, hour: int) -> HourAnswer | None:
-        """The cached answer without making it recently used (the check is no use)."""
+    def _peek(self, hour: int) -> CachedHour | None:
+        """The cached entry without making it recently used (the check is no use)."""
         if hour not in self._cache:
             return None
         return Cache.__getitem__(self._cache, hour)  # type: ignore[no-any-return]

@@ -78,5 +78,5 @@ class Refresher:
     def _retire(self, live: LiveHour) -> None:
         """An hour that stops being live becomes a cached past hour if its answer is complete."""
         answer = live.complete_answer()
-        if answer is not None and self._shards.names.issuperset(answer.stamps):
+        if answer is not None and self._shards.names == set(answer.stamps):
             self._past.seed(live.hour, answer)

@@ -91,7 +91,7 @@ async def cold_answer(app: web.Application, hour: int) -> web.Response:
         if hour >= hour_of(app[SETTINGS].clock()):
             metrics.reads.labels("future").inc()
             return plain((await app[FANOUT].read_hour(shards, hour)).body)
-        body = past.cached(hour)
+        body = await past.cached(shards, hour)
         if body is not None:
             metrics.reads.labels("past").inc()
             return plain(body)

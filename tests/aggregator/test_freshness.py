@@ -190,7 +190,7 @@ async def test_request_after_a_notification_starts_a_new_read(shard_dsns: list[s
     finally:
         let_go.set()
     assert await first == (200, body(1, 1, 0))  # asked before the notification: the old answer is fine
-    assert client.app[PAST].cached(past) == body(2, 2, 0).encode()
+    assert await client.app[PAST].cached(client.app[SHARDS], past) == body(2, 2, 0).encode()
 
 
 async def test_a_live_snapshot_older_than_the_bound_is_marked_stale(
@@ -206,3 +206,16 @@ async def test_a_live_snapshot_older_than_the_bound_is_marked_stale(
     assert aged.status == 200
     assert aged.headers["X-Reactions-Stale"] == "true"
     assert await aged.text() == await fresh.text()
+
+
+async def test_a_cached_hour_unconfirmed_past_the_bound_is_checked_before_it_is_served(
+        shard_dsns: list[str], clock: Clock, make_aggregator: MakeAggregator) -> None:
+    past = clock.hour - 5
+    await write(shard_dsns[0], past, ["old"], clock.hour)
+    # No LISTEN and no background refresh: nothing but the trust bound can notice the late write.
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), listen_for_late_writes=False,
+                                   refresh_interval_s=NO_REFRESH_S, live_max_lag_s=0.2)
+    await cache_past_hour(client, past, body(1, 1, 0))
+    await write(shard_dsns[1], past, ["late"], current_hour=past)
+    await wait_for_body(client, past, body(2, 2, 0))
+    assert sample(client, "reactions_past_invalidations_total", cause="version") == 1

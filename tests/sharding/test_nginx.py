@@ -227,7 +227,7 @@ async def test_a_post_that_reached_a_silent_writer_is_unknown_not_503(silent_wri
         body = await resp.text()
         assert resp.status == 504 and resp.headers["X-Reactions-Outcome"] == "unknown", body
         assert resp.headers["Retry-After"] == "1" and "Idempotency-Key" in body
-    # nginx's read timeout is 2.3 s: the answer comes within the 3 s answer bound.
+    # nginx's read timeout is 2.2 s: the answer comes within the 3 s answer bound.
     assert time.monotonic() - started < ANSWER_BOUND_S
 
 
