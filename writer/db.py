@@ -155,6 +155,8 @@ async def open_pool(dsn: str, min_size: int, max_size: int, bounds: WaitBounds) 
         min_size=min_size,
         max_size=max_size,
         timeout=CONNECT_TIMEOUT_S,
+        # Keep idle connections: a new one costs round trips the commit bound may not have (a slow link).
+        max_inactive_connection_lifetime=0,
         server_settings=server_settings(bounds, **SESSION_SETTINGS),
         init=init_connection,
         reset=keep_session,
