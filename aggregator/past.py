@@ -82,10 +82,8 @@ class PastHours:
             self.invalidate(hour, "topology")
             return None
         if entry.confirmed_at < time.monotonic() - self._trust_s:
-            await self._check(shards, [hour])
-            if hour not in self._cache:
-                return None
-            if entry.confirmed_at < time.monotonic() - self._trust_s:  # some shard did not answer the check
+            confirmed = await self._check(shards, [hour])
+            if hour not in confirmed:  # changed (dropped already), or some shard did not answer the check
                 self.invalidate(hour, "unconfirmed")
                 return None
         return entry.answer.body
@@ -140,12 +138,16 @@ class PastHours:
         if hours:
             await self._check(shards, hours)
 
-    async def _check(self, shards: ShardSet, hours: Sequence[int]) -> None:
-        """One version check of ``hours`` (those cached when it starts, never those cached meanwhile)."""
+    async def _check(self, shards: ShardSet, hours: Sequence[int]) -> set[int]:
+        """One version check of ``hours`` (those cached when it starts, never those cached meanwhile).
+
+        Returns the hours it confirmed: every shard of their answer answered, with the same stamp.
+        """
         started = time.monotonic()
         answers, _failures = await self._fanout.gather(shards, lambda _name, conn: db.fetch_stamps(conn, hours))
         # A shard that failed confirms nothing: its hours keep their last
         # confirmation until the trust bound runs out.
+        confirmed: set[int] = set()
         for hour in hours:
             entry = self._peek(hour)
             if entry is None:
@@ -156,6 +158,8 @@ class PastHours:
                 self.invalidate(hour, "version")
             elif set(entry.answer.stamps) <= answers.keys():
                 entry.confirmed_at = max(entry.confirmed_at, started)
+                confirmed.add(hour)
+        return confirmed
 
     def _peek(self, hour: int) -> CachedHour | None:
         """The cached entry without making it recently used (the check is no use)."""
