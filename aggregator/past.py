@@ -3,6 +3,9 @@
 - Concurrent requests for the same uncached hour share one fan-out (single
   flight); the shared read is shielded, so one client leaving does not cancel
   it for the others.
+- A series reads its uncached hours together (one statement per shard for
+  all of them), yet each hour is still its own flight: joined, cached or kept
+  out exactly as a one-hour read would be.
 - A late-write notification drops the hour. One that arrives while the hour is
   being computed marks that computation dirty and takes it out of the
   in-flight map: its answer is served to the requests already waiting on it
@@ -27,6 +30,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cachetools import Cache, LRUCache
 
@@ -47,6 +51,11 @@ class Flight:
     dirty: bool = False
 
 
+async def _one_of(together: asyncio.Task[dict[int, HourAnswer]], hour: int) -> HourAnswer:
+    """One hour's answer out of a read of many (shielded: the others still want it)."""
+    return (await asyncio.shield(together))[hour]
+
+
 class PastHours:
     def __init__(self, max_hours: int, fanout: FanOut, metrics: AggregatorMetrics, trust_s: float) -> None:
         self._cache: LRUCache[int, HourAnswer] = LRUCache(maxsize=max_hours)
@@ -55,7 +64,7 @@ class PastHours:
         self._checked_at: dict[str, float] = {}
         self._flights: dict[int, Flight] = {}
         # Every read still running, joinable or not, so that close() stops them all.
-        self._running: set[asyncio.Task[HourAnswer]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         self._fanout = fanout
         self._metrics = metrics
 
@@ -81,8 +90,36 @@ class PastHours:
         answer = await asyncio.shield(flight.task)
         return answer.body
 
+    async def compute_many(self, shards: ShardSet, hours: Sequence[int]) -> dict[int, bytes]:
+        """Like ``compute`` for each of ``hours``; those no read is computing yet are read together.
+
+        Raises the first IncompleteAnswer (or ColdReadsBusy) among them.
+        """
+        alone = [hour for hour in hours if hour not in self._flights]
+        if alone:
+            self._take_off_together(shards, alone)
+        flights = [self._flights[hour] for hour in hours]
+        answers = await asyncio.gather(*(asyncio.shield(f.task) for f in flights), return_exceptions=True)
+        bodies: dict[int, bytes] = {}
+        for hour, answer in zip(hours, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            bodies[hour] = answer.body
+        return bodies
+
+    def _take_off_together(self, shards: ShardSet, hours: Sequence[int]) -> None:
+        """One read of every shard for all ``hours``, and a flight per hour that takes its own answer from it."""
+        together = asyncio.create_task(self._fanout.read_hours(shards, hours), name=f"past-hours-{hours[0]}+")
+        self._running.add(together)
+        together.add_done_callback(self._running.discard)
+        for hour in hours:
+            self._fly(hour, asyncio.create_task(_one_of(together, hour), name=f"past-hour-{hour}"))
+
     def _take_off(self, shards: ShardSet, hour: int) -> Flight:
-        flight = Flight(asyncio.create_task(self._fanout.read_hour(shards, hour), name=f"past-hour-{hour}"))
+        return self._fly(hour, asyncio.create_task(self._fanout.read_hour(shards, hour), name=f"past-hour-{hour}"))
+
+    def _fly(self, hour: int, task: asyncio.Task[HourAnswer]) -> Flight:
+        flight = Flight(task)
         self._flights[hour] = flight
         self._running.add(flight.task)
         flight.task.add_done_callback(lambda _task: self._land(hour, flight))
