@@ -111,13 +111,11 @@ async function pollCounts() {
 
 let lastRows = null;
 
-function niceMax(value) {
-  if (value <= 4) return 4;
-  const step = 10 ** Math.floor(Math.log10(value));
-  for (const m of [1, 2, 2.5, 5, 10]) {
-    if (m * step >= value) return m * step;
-  }
-  return 10 * step;
+// A grid step of 1, 2 or 5 times a power of ten, about a quarter of the largest value.
+function niceStep(value) {
+  const raw = Math.max(1, value / 4);
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw);
 }
 
 function svg(name, attrs, text) {
@@ -132,30 +130,33 @@ function drawChart(rows) {
   const width = Math.max(260, box.clientWidth);
   const narrow = width < 480;
   const height = narrow ? 220 : 280;
-  const pad = { left: narrow ? 40 : 56, right: 12, top: 12, bottom: 28 };
+  const pad = { left: narrow ? 40 : 56, right: narrow ? 16 : 24, top: 12, bottom: 28 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
-  const top = niceMax(Math.max(0, ...rows.flatMap((r) => SERIES.map((s) => r[s.key]))));
+  const largest = Math.max(0, ...rows.flatMap((r) => SERIES.map((s) => r[s.key])));
+  const step = niceStep(largest);
+  const top = Math.max(step, Math.ceil(largest / step) * step);
   const x = (i) => pad.left + (rows.length > 1 ? (i * plotW) / (rows.length - 1) : plotW / 2);
   const y = (v) => pad.top + plotH - (v / top) * plotH;
 
   const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, "data-hours": rows.length });
-  for (let k = 0; k <= 4; k++) {
-    const value = (top * k) / 4;
+  for (let value = 0; value <= top; value += step) {
     chart.append(svg("line", { class: "grid", x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value) }));
     chart.append(svg("text", { class: "axis", x: pad.left - 6, y: y(value) + 4, "text-anchor": "end" },
-      formatCount(Math.round(value))));
+      formatCount(value)));
   }
   const every = narrow ? 6 : 3;
   rows.forEach((row, i) => {
     if ((rows.length - 1 - i) % every === 0) {
-      chart.append(svg("text", { class: "axis", x: x(i), y: height - 8, "text-anchor": "middle" },
+      const anchor = i === rows.length - 1 ? "end" : "middle";  // the last label stays inside the chart
+      chart.append(svg("text", { class: "axis", x: x(i) + (anchor === "end" ? 8 : 0), y: height - 8, "text-anchor": anchor },
         hourLabel(row.hour_start_ms)));
     }
   });
   for (const s of SERIES) {
     const points = rows.map((row, i) => `${x(i).toFixed(1)},${y(row[s.key]).toFixed(1)}`).join(" ");
-    chart.append(svg("polyline", { class: `line ${s.cls}`, points, "data-series": s.key }));
+    const values = rows.map((row) => row[s.key]).join(",");
+    chart.append(svg("polyline", { class: `line ${s.cls}`, points, "data-series": s.key, "data-values": values }));
     const last = rows.length - 1;
     const dot = svg("circle", { class: `dot ${s.cls}`, cx: x(last), cy: y(rows[last][s.key]), r: 3.5 });
     dot.append(svg("title", {}, `${s.name}: ${formatCount(rows[last][s.key])}`));
