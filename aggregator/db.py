@@ -33,12 +33,18 @@ FROM reactions_identity() i LEFT JOIN hour_counts c ON c.hour = $1
 """
 
 # Many whole hours at once (a cold series): one row per hour that has a
-# counter row among $1, each with its users; a single row of NULLs when none
-# has, so that the identity always comes back. One statement, one snapshot.
+# counter row among $1, with its users; a single row of NULLs when none has,
+# so that the identity always comes back. One statement, one snapshot. The
+# users come from one scan of the (hour, username) primary key, grouped by
+# hour, rather than one lookup per hour: a month of hours is one index range.
 HOURS_ALL = f"""
-SELECT {IDENTITY_COLUMNS}, c.clicks, c.impressions, c.version,
-       ARRAY(SELECT u.username FROM hour_users u WHERE u.hour = c.hour), c.hour
-FROM reactions_identity() i LEFT JOIN hour_counts c ON c.hour = ANY($1::bigint[])
+WITH users AS (
+    SELECT u.hour, array_agg(u.username) AS names FROM hour_users u WHERE u.hour = ANY($1::bigint[]) GROUP BY u.hour
+)
+SELECT {IDENTITY_COLUMNS}, c.clicks, c.impressions, c.version, COALESCE(users.names, '{{}}'::text[]), c.hour
+FROM reactions_identity() i
+LEFT JOIN hour_counts c ON c.hour = ANY($1::bigint[])
+LEFT JOIN users ON users.hour = c.hour
 """
 
 HOUR_VERSIONS = f"""

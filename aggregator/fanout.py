@@ -111,6 +111,8 @@ class FanOut:
                 result = await fetch(handle.name, conn)
         except TimeoutError:
             return self._failed(handle.name, f"no answer within {self.timeout_s:g} s")
+        except asyncpg.QueryCanceledError:  # the server's own statement_timeout: it answers, but too slowly
+            return self._failed(handle.name, f"too slow: the statement ran past {self._bounds.server_statement_ms} ms")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return self._failed(handle.name, f"unreachable ({type(exc).__name__})")
         except Exception as exc:  # any other failure is still this shard's, never a 500

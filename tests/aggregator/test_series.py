@@ -209,3 +209,16 @@ async def test_a_series_not_read_within_its_bound_is_503_with_the_reason(shard_d
         let_go.set()
     assert status == 503 and "not read within 0.3 s (48 hours)" in text and headers["Retry-After"] == "1", text
     assert time.monotonic() - started < 2.0
+
+
+async def test_a_read_the_server_cancels_for_its_timeout_says_so(shard_dsns: list[str], clock: Clock,
+                                                                 make_aggregator: MakeAggregator,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    async def slow(conn: asyncpg.Connection, hours: Sequence[int]) -> db.ShardHours:
+        await conn.execute("SELECT pg_sleep(30)")  # as a month of many users would take
+        raise AssertionError("PostgreSQL's statement_timeout should have ended it")
+
+    monkeypatch.setattr(db, "fetch_hours", slow)
+    client = await make_aggregator(shard_dsns=tuple(shard_dsns), shard_timeout_s=2.0, series_timeout_s=5.0)
+    status, text, _ = await get_series(client, clock.hour - 744, clock.hour - 1)
+    assert status == 503 and "shard s0: too slow: the statement ran past 1600 ms" in text, text
