@@ -68,7 +68,7 @@ async def test_the_page_shows_the_apis_answers_and_follows_new_posts(cluster: Lo
         page = seen[0]
         assert page.chart_hours == 24 and page.series["clicks"][-1] == expected[1]
         assert all(url.startswith(f"{base}/") for url in page.resources), f"beyond the entry point: {page.resources}"
-        screenshot = save_screenshot(browser, tmp_path / "dashboard.png")
+        screenshot = save_screenshot(browser, tmp_path / "dashboard.png", publish=True)
         assert screenshot.stat().st_size > 10_000
 
         await post_traffic(session, base, [HourTraffic(current, users=4, viewers=3)], "more")

@@ -133,10 +133,10 @@ async def post_traffic(session: aiohttp.ClientSession, base: str, traffic: list[
     await asyncio.gather(*(one(url) for url in urls))
 
 
-def save_screenshot(driver: webdriver.Remote, path: Path) -> Path:
-    """A PNG of the page; copied to $REACTIONS_DASHBOARD_SCREENSHOT as well when that is set."""
+def save_screenshot(driver: webdriver.Remote, path: Path, publish: bool = False) -> Path:
+    """A PNG of the page; the one to ``publish`` is copied to $REACTIONS_DASHBOARD_SCREENSHOT too, if set."""
     assert driver.save_screenshot(str(path)), "no screenshot"
     extra = os.environ.get(SCREENSHOT_ENV)
-    if extra:
+    if extra and publish:
         shutil.copyfile(path, extra)
     return path
