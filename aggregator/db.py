@@ -32,6 +32,21 @@ SELECT {IDENTITY_COLUMNS}, c.clicks, c.impressions, c.version,
 FROM reactions_identity() i LEFT JOIN hour_counts c ON c.hour = $1
 """
 
+# Many whole hours at once (a cold series): one row per hour that has a
+# counter row among $1, with its users; a single row of NULLs when none has,
+# so that the identity always comes back. One statement, one snapshot. The
+# users come from one scan of the (hour, username) primary key, grouped by
+# hour, rather than one lookup per hour: a month of hours is one index range.
+HOURS_ALL = f"""
+WITH users AS (
+    SELECT u.hour, array_agg(u.username) AS names FROM hour_users u WHERE u.hour = ANY($1::bigint[]) GROUP BY u.hour
+)
+SELECT {IDENTITY_COLUMNS}, c.clicks, c.impressions, c.version, COALESCE(users.names, '{{}}'::text[]), c.hour
+FROM reactions_identity() i
+LEFT JOIN hour_counts c ON c.hour = ANY($1::bigint[])
+LEFT JOIN users ON users.hour = c.hour
+"""
+
 HOUR_VERSIONS = f"""
 SELECT {IDENTITY_COLUMNS},
        ARRAY(SELECT c.hour FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour),
@@ -111,6 +126,26 @@ async def fetch_hour_since(conn: asyncpg.Connection, hour: int, version: int) ->
 async def fetch_hour(conn: asyncpg.Connection, hour: int) -> ShardHour:
     """Counters, version and every user of ``hour``."""
     return _shard_hour(await conn.fetchrow(HOUR_ALL, hour))
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHours:
+    """One shard's view of several whole hours, read in one snapshot."""
+
+    identity: ShardIdentity
+    by_hour: dict[int, ShardHour]
+
+    def hour(self, hour: int) -> ShardHour:
+        """The hour as this shard holds it (empty where no batch touched it)."""
+        found = self.by_hour.get(hour)
+        return found if found is not None else ShardHour(self.identity, 0, 0, EMPTY_VERSION, [])
+
+
+async def fetch_hours(conn: asyncpg.Connection, hours: Sequence[int]) -> ShardHours:
+    """Counters, version and every user of each of ``hours`` (a cold series: one round trip)."""
+    rows = await conn.fetch(HOURS_ALL, list(hours))
+    identity = _identity(rows[0])
+    return ShardHours(identity, {row[8]: _shard_hour(row) for row in rows if row[8] is not None})
 
 
 @dataclass(frozen=True, slots=True)

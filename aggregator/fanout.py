@@ -11,16 +11,17 @@ merging does not depend on the order of arrival.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
 
 from aggregator import db
-from aggregator.merge import HourAnswer, merge, same_database
+from aggregator.merge import HourAnswer, merge, merge_hours, same_database
 from aggregator.metrics import AggregatorMetrics
 from aggregator.shards import ShardHandle
 from common.pg import WaitBounds, bounded_connection
@@ -118,6 +119,8 @@ class FanOut:
                 result = await fetch(handle.name, conn)
         except TimeoutError:
             return self._failed(handle.name, f"no answer within {self.timeout_s:g} s")
+        except asyncpg.QueryCanceledError:  # the server's own statement_timeout: it answers, but too slowly
+            return self._failed(handle.name, f"too slow: the statement ran past {self._bounds.server_statement_ms} ms")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return self._failed(handle.name, f"unreachable ({type(exc).__name__})")
         except Exception as exc:  # any other failure is still this shard's, never a 500
@@ -145,23 +148,43 @@ class FanOut:
         for name in names:
             self.status.pop(name, None)
 
-    async def read_hour(self, shards: Iterable[ShardHandle], hour: int) -> HourAnswer:
-        """A cold read of a whole hour from every shard; IncompleteAnswer if any fails.
-
-        Waits at most ``slot_wait_s`` for a cold-read slot (ColdReadsBusy), then
-        at most the shard timeout for the shards.
-        """
+    @contextlib.asynccontextmanager
+    async def cold_slot(self) -> AsyncIterator[None]:
+        """One cold-read slot, waited for at most ``slot_wait_s`` (else ColdReadsBusy)."""
         try:
             async with asyncio.timeout(self._slot_wait_s):
                 await self._cold_reads.acquire()
         except TimeoutError:
             raise ColdReadsBusy(f"every cold-read slot stayed busy for {self._slot_wait_s:g} s") from None
         try:
+            yield
+        finally:
+            self._cold_reads.release()
+
+    async def read_hour(self, shards: Iterable[ShardHandle], hour: int) -> HourAnswer:
+        """A cold read of a whole hour from every shard; IncompleteAnswer if any fails.
+
+        Waits at most ``slot_wait_s`` for a cold-read slot (ColdReadsBusy), then
+        at most the shard timeout for the shards.
+        """
+        async with self.cold_slot():
             started = time.monotonic()
             answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hour(conn, hour))
             self._metrics.fanout_seconds.observe(time.monotonic() - started)
-        finally:
-            self._cold_reads.release()
         if failures:
             raise IncompleteAnswer(failures)
         return merge(answers, started)
+
+    async def read_hours(self, shards: Iterable[ShardHandle], hours: Sequence[int]) -> dict[int, HourAnswer]:
+        """A cold read of many whole hours: one statement per shard for all of them, one slot.
+
+        Bounded like ``read_hour`` (the slot wait, then the shard timeout); all
+        or nothing: IncompleteAnswer if any shard fails.
+        """
+        async with self.cold_slot():
+            started = time.monotonic()
+            answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hours(conn, hours))
+            self._metrics.series_fanout_seconds.observe(time.monotonic() - started)
+        if failures:
+            raise IncompleteAnswer(failures)
+        return merge_hours(answers, hours, started)

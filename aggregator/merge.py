@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aggregator.db import ShardHour, ShardIdentity, Stamp
+from aggregator.db import ShardHour, ShardHours, ShardIdentity, Stamp
 
 
 def render_body(unique_users: int, clicks: int, impressions: int) -> bytes:
@@ -40,6 +40,12 @@ def merge(per_shard: Mapping[str, ShardHour], read_at: float = 0.0) -> HourAnswe
         sum(h.impressions for h in hours),
     )
     return HourAnswer(body, {name: h.stamp for name, h in per_shard.items()}, read_at)
+
+
+def merge_hours(per_shard: Mapping[str, ShardHours], hours: Iterable[int],
+                read_at: float = 0.0) -> dict[int, HourAnswer]:
+    """Each hour of a many-hour read merged exactly as a one-hour read would be."""
+    return {hour: merge({name: shard.hour(hour) for name, shard in per_shard.items()}, read_at) for hour in hours}
 
 
 def same_database(identities: Mapping[str, ShardIdentity]) -> dict[str, str]:

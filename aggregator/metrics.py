@@ -13,8 +13,9 @@ from prometheus_client.registry import Collector
 from common.metrics import LATENCY_BUCKETS_S, new_registry
 
 # How a GET was answered: the live hour from memory (fresh or stale), a cached
-# past hour, a past hour computed now (miss), or a future hour (never cached).
-READ_KINDS = ("live", "live_stale", "past", "miss", "future")
+# past hour, a past hour computed now (miss), a future hour (never cached), or
+# a series of hours (GET /analytics/series, one count per series).
+READ_KINDS = ("live", "live_stale", "past", "miss", "future", "series")
 # How a GET was refused: bad input, or an answer that would be incomplete.
 REFUSED_STATUSES = ("400", "503")
 # (shard name, state) -> 1 for every shard this aggregator reads.
@@ -42,6 +43,7 @@ class AggregatorMetrics:
     refused: Counter
     shard_errors: Counter
     fanout_seconds: Histogram
+    series_fanout_seconds: Histogram
     refresh_seconds: Histogram
     invalidations: Counter
     refresh_lag: Gauge
@@ -65,13 +67,17 @@ class AggregatorMetrics:
         r = new_registry()
         return cls(
             registry=r,
-            reads=Counter("reactions_read_requests_total", "GET /analytics answered, by how.", ["kind"], registry=r),
-            refused=Counter("reactions_read_refused_total", "GET /analytics answered 400 or 503.", ["status"],
-                            registry=r),
+            reads=Counter("reactions_read_requests_total", "GET /analytics and /analytics/series answered, by how.",
+                          ["kind"], registry=r),
+            refused=Counter("reactions_read_refused_total", "GET /analytics and /analytics/series answered 400 or 503.",
+                            ["status"], registry=r),
             shard_errors=Counter("reactions_shard_errors_total", "Shard reads that failed or timed out.", ["shard"],
                                  registry=r),
             fanout_seconds=Histogram("reactions_fanout_seconds", "Cold read of one hour from every shard.",
                                      buckets=LATENCY_BUCKETS_S, registry=r),
+            series_fanout_seconds=Histogram("reactions_series_fanout_seconds",
+                                            "Cold read of the uncached hours of a series from every shard at once.",
+                                            buckets=LATENCY_BUCKETS_S, registry=r),
             refresh_seconds=Histogram("reactions_refresh_seconds", "One background refresh.",
                                       buckets=LATENCY_BUCKETS_S, registry=r),
             invalidations=Counter("reactions_past_invalidations_total", "Cached past hours dropped, by cause.",

@@ -3,6 +3,9 @@
 - Concurrent requests for the same uncached hour share one fan-out (single
   flight); the shared read is shielded, so one client leaving does not cancel
   it for the others.
+- A series reads its uncached hours together (one statement per shard for
+  all of them), yet each hour is still its own flight: joined, cached or kept
+  out exactly as a one-hour read would be.
 - A late-write notification drops the hour. One that arrives while the hour is
   being computed marks that computation dirty and takes it out of the
   in-flight map: its answer is served to the requests already waiting on it
@@ -29,11 +32,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cachetools import Cache, LRUCache
 
 from aggregator import db
-from aggregator.fanout import FanOut
+from aggregator.fanout import FanOut, IncompleteAnswer, ShardFailure
 from aggregator.merge import HourAnswer
 from aggregator.metrics import AggregatorMetrics
 from aggregator.shards import ShardSet
@@ -57,13 +61,18 @@ class CachedHour:
     confirmed_at: float
 
 
+async def _one_of(together: asyncio.Task[dict[int, HourAnswer]], hour: int) -> HourAnswer:
+    """One hour's answer out of a read of many (shielded: the others still want it)."""
+    return (await asyncio.shield(together))[hour]
+
+
 class PastHours:
     def __init__(self, max_hours: int, fanout: FanOut, metrics: AggregatorMetrics, trust_s: float) -> None:
         self._cache: LRUCache[int, CachedHour] = LRUCache(maxsize=max_hours)
         self._trust_s = trust_s
         self._flights: dict[int, Flight] = {}
         # Every read still running, joinable or not, so that close() stops them all.
-        self._running: set[asyncio.Task[HourAnswer]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         self._fanout = fanout
         self._metrics = metrics
 
@@ -74,19 +83,35 @@ class PastHours:
         """The cached answer, if it holds every shard read now and is confirmed within the trust bound.
 
         An answer past the bound is checked now; None means: read the hour.
+        IncompleteAnswer if a shard did not answer that check.
         """
-        entry = self._cache.get(hour)
-        if entry is None:
-            return None
-        if set(entry.answer.stamps) != shards.names:
-            self.invalidate(hour, "topology")
-            return None
-        if entry.confirmed_at < time.monotonic() - self._trust_s:
-            confirmed = await self._check(shards, [hour])
-            if hour not in confirmed:  # changed (dropped already), or some shard did not answer the check
-                self.invalidate(hour, "unconfirmed")
-                return None
-        return entry.answer.body
+        return (await self.cached_many(shards, [hour])).get(hour)
+
+    async def cached_many(self, shards: ShardSet, hours: Sequence[int]) -> dict[int, bytes]:
+        """``cached`` for many hours, with one check of every shard for all those past the bound."""
+        found: dict[int, bytes] = {}
+        unconfirmed: list[int] = []
+        oldest = time.monotonic() - self._trust_s
+        for hour in hours:
+            entry = self._cache.get(hour)
+            if entry is None:
+                continue
+            if set(entry.answer.stamps) != shards.names:
+                self.invalidate(hour, "topology")
+            elif entry.confirmed_at < oldest:
+                unconfirmed.append(hour)
+            else:
+                found[hour] = entry.answer.body
+        if unconfirmed:
+            confirmed, failures = await self._check(shards, unconfirmed)
+            for hour in unconfirmed:
+                entry = self._peek(hour)
+                if entry is not None and hour in confirmed:
+                    found[hour] = entry.answer.body
+                elif entry is not None:  # some shard did not answer the check: reading it again would not either
+                    self.invalidate(hour, "unconfirmed")
+                    raise IncompleteAnswer(failures)
+        return found
 
     async def compute(self, shards: ShardSet, hour: int) -> bytes:
         """Read ``hour`` from every shard (or join the read in progress); IncompleteAnswer if a shard fails."""
@@ -94,8 +119,36 @@ class PastHours:
         answer = await asyncio.shield(flight.task)
         return answer.body
 
+    async def compute_many(self, shards: ShardSet, hours: Sequence[int]) -> dict[int, bytes]:
+        """Like ``compute`` for each of ``hours``; those no read is computing yet are read together.
+
+        Raises the first IncompleteAnswer (or ColdReadsBusy) among them.
+        """
+        alone = [hour for hour in hours if hour not in self._flights]
+        if alone:
+            self._take_off_together(shards, alone)
+        flights = [self._flights[hour] for hour in hours]
+        answers = await asyncio.gather(*(asyncio.shield(f.task) for f in flights), return_exceptions=True)
+        bodies: dict[int, bytes] = {}
+        for hour, answer in zip(hours, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            bodies[hour] = answer.body
+        return bodies
+
+    def _take_off_together(self, shards: ShardSet, hours: Sequence[int]) -> None:
+        """One read of every shard for all ``hours``, and a flight per hour that takes its own answer from it."""
+        together = asyncio.create_task(self._fanout.read_hours(shards, hours), name=f"past-hours-{hours[0]}+")
+        self._running.add(together)
+        together.add_done_callback(self._running.discard)
+        for hour in hours:
+            self._fly(hour, asyncio.create_task(_one_of(together, hour), name=f"past-hour-{hour}"))
+
     def _take_off(self, shards: ShardSet, hour: int) -> Flight:
-        flight = Flight(asyncio.create_task(self._fanout.read_hour(shards, hour), name=f"past-hour-{hour}"))
+        return self._fly(hour, asyncio.create_task(self._fanout.read_hour(shards, hour), name=f"past-hour-{hour}"))
+
+    def _fly(self, hour: int, task: asyncio.Task[HourAnswer]) -> Flight:
+        flight = Flight(task)
         self._flights[hour] = flight
         self._running.add(flight.task)
         flight.task.add_done_callback(lambda _task: self._land(hour, flight))
@@ -136,15 +189,16 @@ class PastHours:
         """Drop every cached hour whose stamp changed on some shard; confirm the others."""
         hours = list(self._cache)
         if hours:
-            await self._check(shards, hours)
+            await self._check(shards, hours)  # failures: those hours keep their last confirmation, for now
 
-    async def _check(self, shards: ShardSet, hours: Sequence[int]) -> set[int]:
+    async def _check(self, shards: ShardSet, hours: Sequence[int]) -> tuple[set[int], list[ShardFailure]]:
         """One version check of ``hours`` (those cached when it starts, never those cached meanwhile).
 
-        Returns the hours it confirmed: every shard of their answer answered, with the same stamp.
+        Returns the hours it confirmed (every shard of their answer answered, with the same stamp),
+        and the shards that did not answer.
         """
         started = time.monotonic()
-        answers, _failures = await self._fanout.gather(shards, lambda _name, conn: db.fetch_stamps(conn, hours))
+        answers, failures = await self._fanout.gather(shards, lambda _name, conn: db.fetch_stamps(conn, hours))
         # A shard that failed confirms nothing: its hours keep their last
         # confirmation until the trust bound runs out.
         confirmed: set[int] = set()
@@ -159,7 +213,7 @@ class PastHours:
             elif set(entry.answer.stamps) <= answers.keys():
                 entry.confirmed_at = max(entry.confirmed_at, started)
                 confirmed.add(hour)
-        return confirmed
+        return confirmed, failures
 
     def _peek(self, hour: int) -> CachedHour | None:
         """The cached entry without making it recently used (the check is no use)."""

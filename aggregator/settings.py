@@ -43,6 +43,10 @@ class Settings:
     shard_timeout_s: float = 1.0
     # How long a cold read waits for a free slot before answering 503.
     cold_slot_wait_s: float = 0.5
+    # A series (GET /analytics/series) is answered, or refused with 503, within
+    # this: the cold-read bound (slot wait + shard timeout), well below nginx's
+    # 2.3 s proxy_read_timeout, so that the client gets the reason, not a 504.
+    series_timeout_s: float = 1.5
     # Past hours kept (one small entry each: a body and a version per shard).
     past_cache_hours: int = 4096
     # Connections per shard: the refresher, the version check, and at most
@@ -88,6 +92,7 @@ class Settings:
             grace_s=env_float("REACTIONS_GRACE_S", cls.grace_s),
             shard_timeout_s=env_float("REACTIONS_SHARD_TIMEOUT_MS", 1000.0, MIN_SHARD_TIMEOUT_MS) / 1000,
             cold_slot_wait_s=env_float("REACTIONS_COLD_SLOT_WAIT_MS", 500.0, MIN_SHARD_TIMEOUT_MS) / 1000,
+            series_timeout_s=env_float("REACTIONS_SERIES_TIMEOUT_MS", 1500.0, MIN_SHARD_TIMEOUT_MS) / 1000,
             past_cache_hours=env_int("REACTIONS_PAST_CACHE_HOURS", cls.past_cache_hours, minimum=1),
             pool_size=env_int("REACTIONS_POOL_SIZE", cls.pool_size, minimum=2),
             listen_for_late_writes=env_bool("REACTIONS_LISTEN", cls.listen_for_late_writes),

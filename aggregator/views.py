@@ -6,6 +6,7 @@ pre-encoded body, no await, no allocation beyond the response itself.
 
 from __future__ import annotations
 
+import asyncio
 from email.utils import formatdate
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from aggregator import db
 from aggregator.fanout import ColdReadsBusy, IncompleteAnswer
 from aggregator.keys import FANOUT, LISTENER, LIVE, METRICS, PAST, SETTINGS, SHARDS
 from aggregator.live import LiveHour
+from aggregator.series import HourNotReady, HourRange, SeriesBodies, parse_range, read_series, render_csv
 from aggregator.status import shard_json
 from common.events import MAX_READ_TIMESTAMP_MS, MAX_TIMESTAMP_DIGITS, parse_read_hour
 from common.hours import hour_of
@@ -25,6 +27,7 @@ STALE = "X-Reactions-Stale"
 STALE_SINCE = "X-Reactions-Stale-Since"
 # Built once: the live path then only copies it into each response.
 TEXT_PLAIN = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+TEXT_CSV = "text/csv; charset=utf-8"
 # The request line of nearly every read: checked on the raw path, before any URL decoding.
 FAST_PREFIX = "/analytics?timestamp="
 
@@ -103,6 +106,42 @@ async def cold_answer(app: web.Application, hour: int) -> web.Response:
     except ColdReadsBusy as exc:
         metrics.refused.labels("503").inc()
         raise unavailable(f"hour {hour} is not answered now: {exc}; retry") from None
+
+
+def read_range(request: web.Request) -> HourRange:
+    try:
+        return parse_range(request.query)
+    except web.HTTPBadRequest:
+        request.app[METRICS].refused.labels("400").inc()
+        raise
+
+
+async def get_series(request: web.Request) -> web.Response:
+    """Every hour of a range as CSV: a 503 if any is incomplete, marked stale if any live hour is."""
+    app, span = request.app, read_range(request)
+    try:
+        found = await series_bodies(app, span)
+    except (IncompleteAnswer, ColdReadsBusy, HourNotReady) as exc:
+        app[METRICS].refused.labels("503").inc()
+        raise unavailable(f"series {span.first}..{span.last} is incomplete, not answered: {exc}") from None
+    app[METRICS].reads.labels("series").inc()
+    headers = {"Content-Type": TEXT_CSV, "Content-Location": span.canonical_path}
+    if found.stale_since_ms is not None:
+        headers |= {STALE: "true", STALE_SINCE: formatdate(found.stale_since_ms / 1000, usegmt=True)}
+    return web.Response(body=render_csv(span.hours, found.bodies), headers=headers)
+
+
+async def series_bodies(app: web.Application, span: HourRange) -> SeriesBodies:
+    """The series' hours within the series bound; a 503 naming the bound when it runs out."""
+    settings = app[SETTINGS]
+    try:
+        async with asyncio.timeout(settings.series_timeout_s):
+            return await read_series(span.hours, app[LIVE].hours, app[PAST], app[FANOUT], app[SHARDS],
+                                     settings.clock(), settings.stale_after_ms)
+    except TimeoutError:
+        app[METRICS].refused.labels("503").inc()
+        raise unavailable(f"series {span.first}..{span.last} not read within {settings.series_timeout_s:g} s "
+                          f"({len(span.hours)} hours); ask for a shorter range, or retry") from None
 
 
 async def healthz(request: web.Request) -> web.Response:

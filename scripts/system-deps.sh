@@ -2,8 +2,10 @@
 # Installs what a fresh Debian machine lacks to run Reactions locally:
 # nginx and the PostgreSQL server binaries, wrk (a C HTTP load generator,
 # for make bench), Prometheus with promtool (make monitor, and the tests of
-# monitoring/), and iproute2 and nftables (the gray-failure tests run
-# PostgreSQL in network namespaces and cut them off with an nftables rule).
+# monitoring/), iproute2 and nftables (the gray-failure tests run
+# PostgreSQL in network namespaces and cut them off with an nftables rule),
+# and headless Chromium with its chromedriver (the dashboard's browser tests:
+# Debian's builds, as no browser download can be fetched at test time).
 # Does nothing when they are there.
 set -euo pipefail
 
@@ -18,6 +20,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

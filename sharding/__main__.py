@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
     render.add_argument("--runtime-dir", default=nginx.NginxLayout.container().runtime_dir,
                         help="where nginx keeps its pid and temporary files")
+    render.add_argument("--static-root", default=nginx.DASHBOARD_IN_CONTAINER,
+                        help="the dashboard's files as nginx sees them (default: where the compose nginx mounts them)")
     compose_cmd = commands.add_parser("render-compose", help="print docker-compose.yml for a shard file")
     compose_cmd.add_argument("--shards-file", required=True)
     scrape = commands.add_parser("render-prometheus", help="print prometheus.yml for a shard file")
@@ -53,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def render_nginx(args: argparse.Namespace) -> None:
     layout = nginx.NginxLayout.container()
     layout = nginx.NginxLayout(listen=args.listen, runtime_dir=args.runtime_dir, access_log=layout.access_log,
-                               error_log=layout.error_log, access_log_buffer=layout.access_log_buffer)
+                               error_log=layout.error_log, access_log_buffer=layout.access_log_buffer,
+                               static_root=args.static_root)
     sys.stdout.write(nginx.render(load(args.shards_file), layout, args.shards_file))
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from sharding.config import ConfigError, Shard, Topology
+from sharding.nginx import DASHBOARD_IN_CONTAINER
 
 POSTGRES_IMAGE = "postgres:15"
 NGINX_IMAGE = "nginx:1.22"
@@ -26,6 +27,8 @@ CONFIG_DIR_IN_CONTAINER = "/etc/reactions"
 SHARDS_FILE_IN_CONTAINER = f"{CONFIG_DIR_IN_CONTAINER}/shards.json"
 NGINX_CONF_IN_CONTAINER = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
 CONFIG_MOUNT = f"{CONFIG_DIR}:{CONFIG_DIR_IN_CONTAINER}:ro"
+# The dashboard's static files, for nginx (sharding/nginx.py renders that path).
+DASHBOARD_MOUNT = f"./dashboard:{DASHBOARD_IN_CONTAINER}:ro"
 HEALTH = {"interval": "2s", "timeout": "2s", "retries": 30}
 
 
@@ -84,7 +87,7 @@ def services(topology: Topology) -> dict[str, Any]:
     found["nginx"] = {
         "image": NGINX_IMAGE,
         "command": ["nginx", "-c", NGINX_CONF_IN_CONTAINER, "-g", "daemon off;"],
-        "volumes": [CONFIG_MOUNT],
+        "volumes": [CONFIG_MOUNT, DASHBOARD_MOUNT],
         "ports": ["8000:8000"],
         "depends_on": {name: {"condition": "service_healthy"} for name in backends},
         "restart": "unless-stopped",

@@ -15,32 +15,37 @@ from pathlib import Path
 from sharding.config import ConfigError, Topology
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "reactions.conf.template"
+# The dashboard's static files in this repository (served at / by nginx).
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+# Where the compose nginx container has them (docker-compose.yml mounts the folder there).
+DASHBOARD_IN_CONTAINER = "/usr/share/reactions/dashboard"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 NGINX_BIN = "/usr/sbin/nginx"
 
 
 @dataclass(frozen=True)
 class NginxLayout:
-    """Where this nginx listens and keeps its files."""
+    """Where this nginx listens and keeps its files, and where the dashboard's files are."""
 
     listen: str
     runtime_dir: str
     access_log: str
     error_log: str
+    static_root: str = str(DASHBOARD_DIR)
     worker_processes: str = "auto"
     # Buffered access logs cost less per request; flushed every second.
     access_log_buffer: str = " buffer=64k flush=1s"
 
     @classmethod
-    def local(cls, host: str, port: int, runtime_dir: Path) -> NginxLayout:
-        return cls(listen=f"{host}:{port}", runtime_dir=str(runtime_dir),
-                   access_log=str(runtime_dir / "access.log"), error_log=str(runtime_dir / "error.log"))
+    def local(cls, host: str, port: int, runtime_dir: Path, static_root: Path = DASHBOARD_DIR) -> NginxLayout:
+        return cls(listen=f"{host}:{port}", runtime_dir=str(runtime_dir), access_log=str(runtime_dir / "access.log"),
+                   error_log=str(runtime_dir / "error.log"), static_root=str(static_root))
 
     @classmethod
     def container(cls, port: int = 8000) -> NginxLayout:
         """Inside the nginx image: logs to the container's output."""
         return cls(listen=str(port), runtime_dir="/var/cache/nginx", access_log="/dev/stdout",
-                   error_log="stderr", access_log_buffer="")
+                   error_log="stderr", access_log_buffer="", static_root=DASHBOARD_IN_CONTAINER)
 
 
 def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:
@@ -71,6 +76,7 @@ def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard fi
         "access_log_buffer": layout.access_log_buffer,
         "error_log": layout.error_log,
         "worker_processes": layout.worker_processes,
+        "static_root": layout.static_root,
     }
     values["generation"] = generation(values)
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text())

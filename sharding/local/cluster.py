@@ -36,6 +36,7 @@ from sharding.local.settings import (
     ClusterSettings,
 )
 from sharding.local.signals import deferred_signals
+from sharding.local.static import served_dashboard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "monitoring" / "rules.yml"
@@ -213,8 +214,8 @@ class LocalCluster:
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        text = nginx.render(topology, nginx.NginxLayout.local(HOST, self.settings.port, self.nginx_dir),
-                            str(self.shards_file))
+        layout = nginx.NginxLayout.local(HOST, self.settings.port, self.nginx_dir, served_dashboard(self.nginx_dir))
+        text = nginx.render(topology, layout, str(self.shards_file))
         tmp = self.nginx_dir / "nginx.conf.new"
         tmp.write_text(text)
         nginx.check(tmp, self.nginx_dir)

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from common.hours import now_ms
+from common.hours import MS_PER_HOUR, now_ms
 from sharding import nginx
 from sharding.local.cluster import LocalCluster
 from sharding.local.processes import alive, stop, wait_ready
@@ -71,6 +71,27 @@ async def test_routing_matches_the_python_ring(cluster: LocalCluster) -> None:
     predicted = {u: {owner[ring.lookup(quote(u, safe=""))]} for u in users}
     assert holding == predicted
     assert len({s for names in holding.values() for s in names}) == len(owner), "every shard got some users"
+
+
+async def test_the_series_through_nginx_is_the_one_hour_answers(cluster: LocalCluster) -> None:
+    base, ts = base_url(cluster), own_past_hour_ts()
+    first = ts // MS_PER_HOUR - 1
+    async with aiohttp.ClientSession() as session:
+        for k, user in enumerate(unique_users(3, "series")):
+            assert await post(session, f"{base}/analytics/{ts + k * MS_PER_HOUR}/{user}/click") == 204
+        await wait_counts(session, base, ts + 2 * MS_PER_HOUR, (1, 1, 0))
+        expected = ["hour_start_ms,unique_users,clicks,impressions"]
+        for hour in range(first, first + 5):
+            one = await counts(session, base, hour * MS_PER_HOUR)
+            assert one is not None
+            expected.append(",".join(map(str, (hour * MS_PER_HOUR, *one))))
+        async with session.get(f"{base}/analytics/series?from={first * MS_PER_HOUR + 5}&to={ts + 3 * MS_PER_HOUR}") \
+                as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+            assert (await resp.text()).splitlines() == expected
+        assert expected[1].endswith(",0,0,0") and expected[2].endswith(",1,1,0")
+        async with session.get(f"{base}/analytics/series?from={ts}") as resp:
+            assert resp.status == 400 and await resp.text() == "to is required: milliseconds since the epoch\n"
 
 
 # Usernames that str.isprintable() refused, and pairs that differ only by an

@@ -62,6 +62,9 @@ def test_compose_file_parses_and_its_services_hang_together() -> None:
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
     assert services["nginx"]["ports"] == ["8000:8000"]
+    assert f"./dashboard:{nginx.DASHBOARD_IN_CONTAINER}:ro" in services["nginx"]["volumes"]
+    assert (ROOT / "dashboard" / "index.html").is_file()
+    assert f"alias {nginx.DASHBOARD_IN_CONTAINER}/;" in (ROOT / "docker" / "nginx.conf").read_text()
     assert "/etc/reactions/nginx.conf" in services["nginx"]["command"]
 
 

@@ -22,7 +22,9 @@ from yarl import URL
 
 from sharding import nginx
 from sharding.config import RETIRED, ConfigError, Topology, parse
+from sharding.local import static
 from sharding.local.processes import free_port
+from sharding.local.static import served_dashboard
 from sharding.ring import Ring
 from tests.support.tmpdirs import world_traversable_tmpdir
 
@@ -121,7 +123,8 @@ def run_nginx(runtime_dir: Path) -> Iterator[object]:
     def start(topology: Topology) -> str:
         port = free_port()
         conf = runtime_dir / "nginx.conf"
-        conf.write_text(nginx.render(topology, nginx.NginxLayout.local("127.0.0.1", port, runtime_dir)))
+        layout = nginx.NginxLayout.local("127.0.0.1", port, runtime_dir, served_dashboard(runtime_dir))
+        conf.write_text(nginx.render(topology, layout))
         proc = subprocess.Popen(nginx.nginx_command(conf, runtime_dir, "-g", "daemon off;"))
         started.append(proc)
         deadline = time.monotonic() + 10
@@ -171,7 +174,7 @@ async def test_methods_paths_and_nginx_own_answers(stubs: dict[str, list[int]], 
                                     ("GET", "/analytics/1/bob/click", "POST")]:
             async with session.request(method, f"{base}{path}") as resp:
                 assert (resp.status, resp.headers.get("Allow")) == (405, allow), (method, path)
-        for path in ["/", "/analytic", "/analytics/", "/analytics/1/bob", "/analytics/1//click", "/analytics/1/a/b/c"]:
+        for path in ["/analytic", "/analytics/", "/analytics/1/bob", "/analytics/1//click", "/analytics/1/a/b/c"]:
             async with session.post(f"{base}{path}") as resp:
                 assert resp.status == 404, path
                 assert await resp.text() == "not found\n"
@@ -179,6 +182,52 @@ async def test_methods_paths_and_nginx_own_answers(stubs: dict[str, list[int]], 
             assert resp.status == 413 and await resp.text() == "request body too large\n"
         async with session.get(f"{base}/healthz") as resp:
             assert resp.status == 200 and len(resp.headers["X-Reactions-Generation"]) == 12
+
+
+async def test_the_series_goes_to_the_aggregators_for_reads_only(stubs: dict[str, list[int]],
+                                                                 run_nginx: object) -> None:
+    base = run_nginx(topology_for(stubs["writers"], stubs["aggregators"]))  # type: ignore[operator]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/analytics/series?from=0&to=3600000") as resp:
+            assert resp.status == 200
+            assert (await resp.text()).split() == [str(stubs["aggregators"][0]), "GET",
+                                                   "/analytics/series?from=0&to=3600000"]
+        for method in ("POST", "PUT", "DELETE"):
+            async with session.request(method, f"{base}/analytics/series?from=0&to=1") as resp:
+                assert (resp.status, resp.headers.get("Allow")) == (405, "GET, HEAD"), method
+
+
+async def test_the_dashboard_is_served_at_the_root_and_nothing_else_changed(stubs: dict[str, list[int]],
+                                                                           run_nginx: object) -> None:
+    base = run_nginx(topology_for(stubs["writers"], stubs["aggregators"]))  # type: ignore[operator]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert await resp.text() == (nginx.DASHBOARD_DIR / "index.html").read_text()
+            assert "default-src 'self'" in resp.headers["Content-Security-Policy"], "nothing beyond the entry point"
+        for name, kind in [("dashboard.js", "application/javascript"), ("dashboard.css", "text/css")]:
+            async with session.get(f"{base}/dashboard/{name}") as resp:
+                assert resp.status == 200 and resp.headers["Content-Type"].startswith(kind), name
+                assert await resp.read() == (nginx.DASHBOARD_DIR / name).read_bytes()
+        for path in ["/dashboard/missing.js", "/index.html", "/dashboard.js", "/dashboard/../README.md"]:
+            async with session.get(f"{base}{path}") as resp:
+                assert resp.status == 404 and await resp.text() == "not found\n", path
+        for path in ["/", "/dashboard/index.html"]:
+            async with session.post(f"{base}{path}") as resp:
+                assert (resp.status, resp.headers.get("Allow")) == (405, "GET, HEAD"), path
+
+
+def test_a_dashboard_nginx_workers_cannot_read_is_served_from_a_copy() -> None:
+    private = world_traversable_tmpdir("reactions-clone-") / "home"
+    (private / "dashboard").mkdir(parents=True)
+    (private / "dashboard" / "index.html").write_text("hi")
+    private.chmod(0o755)
+    runtime = world_traversable_tmpdir("reactions-static-")
+    assert served_dashboard(runtime, private / "dashboard") == private / "dashboard"
+    private.chmod(0o700)  # a clone in a private home directory
+    copy = served_dashboard(runtime, private / "dashboard")
+    assert copy == runtime / "dashboard" and (copy / "index.html").read_text() == "hi"
+    assert static.readable_by_anyone(copy)
 
 
 async def test_no_writer_answering_is_503_with_retry_after(stubs: dict[str, list[int]], run_nginx: object) -> None:
