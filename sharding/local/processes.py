@@ -48,14 +48,19 @@ class ProcessRecord:
         return f"127.0.0.1:{self.port}"
 
 
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot); None if it is gone or a zombie."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...); None if there is no such pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot); None if it is gone or a zombie."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
 
@@ -129,8 +134,22 @@ def reap_adopted() -> None:
 
 
 def alive(record: ProcessRecord) -> bool:
+    """Whether the recorded process still runs; a child of this process runs until its exit status is collected.
+
+    /proc shows a multi-threaded process as a zombie as soon as its main
+    thread has exited (a SIGKILL reaches the threads one by one, slowly on a
+    busy machine), but the kernel reports its exit status only once the last
+    thread is gone. Until then it still runs (and may hold its port), and how
+    it ended cannot be known yet. So a zombie child that ``reap`` could not
+    collect counts as alive; other processes' zombies count as gone.
+    """
     reap(record.pid)
-    return start_ticks(record.pid) == record.started
+    fields = stat_fields(record.pid)
+    if fields is None or int(fields[19]) != record.started:
+        return False
+    if fields[0] == "Z":
+        return fields[1] == str(os.getpid())  # our child, still exiting: not reaped, so not gone
+    return fields[0] != "X"
 
 
 class Registry:
