@@ -1,8 +1,9 @@
-"""The local cluster: PostgreSQL per shard, writers, aggregators and nginx on 127.0.0.1.
+"""The local cluster: PostgreSQL per shard, writers, aggregators and nginx on one address (HOST, 127.0.0.1).
 
 Everything lives under DATA_DIR::
 
     shards.json       the shard file (the aggregators read it too)
+    pgpass            the PostgreSQL password (libpq passfile, mode 0600; PASSFILE elsewhere)
     cluster.lock      held (flock) by the running ``run``; holds its pid
     admin.lock        serialises add-shard / retire-shard
     run/*.json        one record per process (see processes.py)
@@ -29,7 +30,6 @@ from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
 from sharding.local.settings import (
     AGGREGATOR_PORT_OFFSET,
-    HOST,
     MAX_SLOTS,
     POSTGRES_PORT_OFFSET,
     WRITER_PORT_OFFSET,
@@ -65,6 +65,8 @@ class LocalCluster:
         self.nginx_dir = self.root / "nginx"
         self.nginx_conf = self.nginx_dir / "nginx.conf"
         self.prometheus_conf = self.root / "prometheus.yml"
+        self.host = settings.host
+        self.passfile = settings.pgpass
         self._lock: IO[str] | None = None
         # Called between the steps of ``start`` (and while waiting); ``run`` makes it raise on Ctrl-C.
         self.checkpoint: Callable[[], None] = lambda: None
@@ -131,7 +133,8 @@ class LocalCluster:
     # -- topology and ports --------------------------------------------------
 
     def postgres(self, shard: Shard) -> LocalPostgres:
-        return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn))
+        return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn), listen_address=self.host,
+                             passfile=self.passfile)
 
     def used_ports(self, topology: Topology | None) -> set[int]:
         if topology is None:
@@ -143,7 +146,7 @@ class LocalCluster:
         """PORT+offset+slot, starting at the preferred slot, skipping taken ports."""
         for slot in [preferred_slot, *range(1, MAX_SLOTS + 1)]:
             port = self.settings.port + offset + slot
-            if port not in used and port_is_free(port):
+            if port not in used and port_is_free(port, self.host):
                 used.add(port)
                 return port
         first = self.settings.port + offset
@@ -152,8 +155,9 @@ class LocalCluster:
     def new_shard(self, index: int, used: set[int]) -> Shard:
         name = shard_name(index)
         writer = self.allocate_port(WRITER_PORT_OFFSET, index + 1, used)
-        pg = LocalPostgres(self.root / "pg" / name, self.allocate_port(POSTGRES_PORT_OFFSET, index + 1, used))
-        return Shard(name=name, writers=(f"{HOST}:{writer}",), dsn=pg.dsn)
+        pg = LocalPostgres(self.root / "pg" / name, self.allocate_port(POSTGRES_PORT_OFFSET, index + 1, used),
+                           listen_address=self.host, passfile=self.passfile)
+        return Shard(name=name, writers=(f"{self.host}:{writer}",), dsn=pg.dsn)
 
     def initial_topology(self) -> Topology:
         """The shard file if there is one (data persists); else SHARDS new shards."""
@@ -170,13 +174,15 @@ class LocalCluster:
         aggregators = list(topology.aggregators[: self.settings.aggregators])
         while len(aggregators) < self.settings.aggregators:
             port = self.allocate_port(AGGREGATOR_PORT_OFFSET, len(aggregators) + 1, used)
-            aggregators.append(f"{HOST}:{port}")
+            aggregators.append(f"{self.host}:{port}")
         return topology.with_aggregators(aggregators) if topology.shards else topology
 
     # -- starting parts ------------------------------------------------------
 
     def service_env(self, port: int) -> dict[str, str]:
-        return {**self.settings.service_env, "REACTIONS_HOST": HOST, "REACTIONS_PORT": str(port),
+        # PGPASSFILE names the file, never the secret: a process list shows only the path.
+        return {**self.settings.service_env, "REACTIONS_HOST": self.host, "REACTIONS_PORT": str(port),
+                "PGPASSFILE": str(self.passfile),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
 
     def start_postgres(self, shard: Shard) -> LocalPostgres:
@@ -189,7 +195,7 @@ class LocalCluster:
                cwd: Path, shard: str | None = None) -> ProcessRecord:
         """Start a process and record it, with no signal in between (an unrecorded process is an orphan)."""
         with deferred_signals():
-            record = spawn(name, role, argv, port=port, log=log, env=env, cwd=cwd, shard=shard)
+            record = spawn(name, role, argv, port=port, log=log, env=env, cwd=cwd, shard=shard, host=self.host)
             self.registry.add(record)
         return record
 
@@ -213,7 +219,7 @@ class LocalCluster:
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        text = nginx.render(topology, nginx.NginxLayout.local(HOST, self.settings.port, self.nginx_dir),
+        text = nginx.render(topology, nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir),
                             str(self.shards_file))
         tmp = self.nginx_dir / "nginx.conf.new"
         tmp.write_text(text)
@@ -237,7 +243,7 @@ class LocalCluster:
     def start(self) -> Topology:
         """Start every part in dependency order and wait until each is ready (``run``)."""
         self.stop_leftovers()
-        if not port_is_free(self.settings.port):
+        if not port_is_free(self.settings.port, self.host):
             raise ClusterError(f"port {self.settings.port} is in use: set PORT to a free port")
         topology = self.initial_topology()
         save(topology, self.shards_file)
@@ -294,7 +300,7 @@ class LocalCluster:
         if self.shards_file.exists():
             for shard in load(self.shards_file).shards:
                 pg = self.postgres(shard)
-                lines.append(f"{'postgres-' + shard.name:<16}{pg.pid() or '-':>8}  {HOST + ':' + str(pg.port):<22}"
+                lines.append(f"{'postgres-' + shard.name:<16}{pg.pid() or '-':>8}  {self.host + ':' + str(pg.port):<22}"
                              f"{pg.log_file}")
         return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from sharding import nginx
 from sharding.config import RETIRED, Shard, Topology, load, save
 from sharding.local.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
 from sharding.local.processes import ProcessRecord, alive, become_subreaper, http_get, stop, wait_for, wait_ready
-from sharding.local.settings import AGGREGATOR_PORT_OFFSET, HOST
+from sharding.local.settings import AGGREGATOR_PORT_OFFSET
 from sharding.local.signals import Shutdown, SignalQueue
 from sharding.local.supervisor import restart_counts, supervise
 
@@ -41,7 +41,7 @@ def run(cluster: LocalCluster) -> None:
     try:
         cluster.start()
         print(cluster.describe())
-        print(f"\nReactions is up on http://127.0.0.1:{cluster.settings.port} (data in {cluster.root}). "
+        print(f"\nReactions is up on http://{cluster.host}:{cluster.settings.port} (data in {cluster.root}). "
               "Ctrl-C stops it.", flush=True)
         supervise(cluster, signals)
     except Shutdown as exc:
@@ -87,7 +87,7 @@ def add_aggregator(cluster: LocalCluster) -> str:
     with cluster.admin_lock():
         topology = load(cluster.shards_file)
         slot = len(topology.aggregators) + 1
-        address = f"{HOST}:{cluster.allocate_port(AGGREGATOR_PORT_OFFSET, slot, cluster.used_ports(topology))}"
+        address = f"{cluster.host}:{cluster.allocate_port(AGGREGATOR_PORT_OFFSET, slot, cluster.used_ports(topology))}"
         record = cluster.start_aggregator(len(topology.aggregators), address)
         step(f"{record.name}: starting on {address}; waiting until it has read every shard")
         try:
@@ -179,7 +179,7 @@ def reload_nginx(cluster: LocalCluster, topology: Topology | None = None) -> Non
     cluster.write_prometheus_conf(topology)
     old = workers(record.pid)
     nginx.reload(cluster.nginx_conf, cluster.nginx_dir)
-    url = f"http://127.0.0.1:{cluster.settings.port}/healthz"
+    url = f"http://{cluster.host}:{cluster.settings.port}/healthz"
     served = wait_for(lambda: http_get(url)[1].get("X-Reactions-Generation") == generation, RELOAD_TIMEOUT_S)
     if not served or not wait_for(lambda: not set(workers(record.pid)) & set(old), RELOAD_TIMEOUT_S):
         raise ClusterError(f"nginx did not finish reloading in {RELOAD_TIMEOUT_S:.0f}s; see {cluster.nginx_dir}")
@@ -213,7 +213,7 @@ def status(cluster: LocalCluster) -> str:
     for shard in topology.shards:
         pg, name = cluster.postgres(shard), f"postgres-{shard.name}"
         pid = pg.pid()
-        lines.append(part_line(name, shard.state, pid, f"127.0.0.1:{pg.port}", "up" if pid else "down", restarts))
+        lines.append(part_line(name, shard.state, pid, f"{cluster.host}:{pg.port}", "up" if pid else "down", restarts))
         for record in (r for r in records.values() if r.shard == shard.name):
             lines.append(part_line(record.name, shard.state, record.pid, record.address, health(record), restarts))
     for record in records.values():

@@ -132,6 +132,7 @@ def main() -> None:
     root = world_traversable_tmpdir("reactions-chaos-")
     cluster = LocalCluster(ClusterSettings(port=args.port, shards=3, aggregators=2, data_dir=root / "data",
                                            service_env=SERVICE_ENV))
+    os.environ["PGPASSFILE"] = str(cluster.passfile)  # the audit's own connections to the shards
     stop_on_signals()
     started = time.monotonic()
     ok = False

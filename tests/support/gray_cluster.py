@@ -20,6 +20,7 @@ from sharding.local.postgres import LocalPostgres
 from sharding.local.settings import ClusterSettings
 from tests.support.cluster import TEST_ENV, free_base_port
 from tests.support.netns import Host, HostNetwork
+from tests.support.passwords import session_passfile
 from tests.support.postmaster import HOST_PG_PORT, postgres_in
 from tests.support.relay import Relay
 from tests.support.tmpdirs import world_traversable_tmpdir
@@ -33,21 +34,21 @@ RELAY_PORT_OFFSET = 50
 class GrayCluster(LocalCluster):
     def __init__(self, settings: ClusterSettings, host: Host) -> None:
         super().__init__(settings)
-        self.host = host
+        self.db_host = host
         self.relay: Relay | None = None
 
     def new_shard(self, index: int, used: set[int]) -> Shard:
         shard = super().new_shard(index, used)
         port = shard.dsn.rsplit(":", 1)[1].split("/", 1)[0]
         if shard.name == HOSTED:
-            return replace(shard, dsn=shard.dsn.replace(f"127.0.0.1:{port}", f"{self.host.address}:{HOST_PG_PORT}"))
+            return replace(shard, dsn=shard.dsn.replace(f"127.0.0.1:{port}", f"{self.db_host.address}:{HOST_PG_PORT}"))
         if shard.name == RELAYED:
             return replace(shard, dsn=shard.dsn.replace(f":{port}/", f":{int(port) + RELAY_PORT_OFFSET}/"))
         return shard
 
     def postgres(self, shard: Shard) -> LocalPostgres:
         if shard.name == HOSTED:
-            return postgres_in(self.host, self.root / "pg" / shard.name)
+            return postgres_in(self.db_host, self.root / "pg" / shard.name)
         pg = super().postgres(shard)
         if shard.name == RELAYED:
             return LocalPostgres(pg.data_dir, pg.port - RELAY_PORT_OFFSET)
@@ -80,7 +81,8 @@ def gray_cluster(shards: int = 3, aggregators: int = 2) -> Iterator[GrayCluster]
     with HostNetwork() as network:
         host = network.add_host()
         settings = ClusterSettings(port=free_base_port(), shards=shards, aggregators=aggregators,
-                                   data_dir=world_traversable_tmpdir("reactions-gray-") / "data", service_env=TEST_ENV)
+                                   data_dir=world_traversable_tmpdir("reactions-gray-") / "data", service_env=TEST_ENV,
+                                   passfile=session_passfile())
         cluster = GrayCluster(settings, host)
         cluster.acquire_run_lock()
         try:
