@@ -2,7 +2,10 @@
 
 Everything lives under DATA_DIR::
 
-    shards.json       the shard file (the aggregators read it too)
+    shards.json       the shard file: the user edits it, ``apply`` brings the cluster to it
+    applied.json      the topology the cluster was last brought to (by ``run`` or ``apply``):
+                      nginx is rendered from it, the aggregators read it (on another host, by URL)
+    identities.json   each shard's database identity as ``apply`` checked it, and removed names
     pgpass            the PostgreSQL password (libpq passfile, mode 0600; PASSFILE elsewhere)
     cluster.lock      held (flock) by the running ``run``; holds its pid
     admin.lock        serialises add-shard / retire-shard
@@ -32,6 +35,7 @@ from sharding.local.settings import (
     AGGREGATOR_PORT_OFFSET,
     MAX_SLOTS,
     POSTGRES_PORT_OFFSET,
+    TOPOLOGY_PORT_OFFSET,
     WRITER_PORT_OFFSET,
     ClusterSettings,
 )
@@ -61,6 +65,8 @@ class LocalCluster:
         self.settings = settings
         self.root = settings.root
         self.shards_file = self.root / "shards.json"
+        self.applied_file = self.root / "applied.json"
+        self.identities_file = self.root / "identities.json"
         self.registry = Registry(self.root / "run")
         self.nginx_dir = self.root / "nginx"
         self.nginx_conf = self.nginx_dir / "nginx.conf"
@@ -132,6 +138,24 @@ class LocalCluster:
 
     # -- topology and ports --------------------------------------------------
 
+    def running_topology(self) -> Topology:
+        """What the running cluster was last brought to; the shard file of a DATA_DIR made before apply."""
+        return load(self.applied_file if self.applied_file.exists() else self.shards_file)
+
+    def topology_listen(self) -> str:
+        """Where nginx serves the applied shard file to aggregators on other hosts: HOST, PORT + 1."""
+        return f"{self.host}:{self.settings.port + TOPOLOGY_PORT_OFFSET}"
+
+    def save_started(self, topology: Topology) -> None:
+        """``run`` starts with ``topology``: applied; the shard file too, unless it holds edits not applied yet."""
+        pending = self.shards_file.exists() and self.applied_file.exists() and \
+            load(self.shards_file) != load(self.applied_file)
+        save(topology, self.applied_file)
+        if pending:
+            print(f"note: {self.shards_file} has edits that were not applied; `make apply` applies them")
+        else:
+            save(topology, self.shards_file)
+
     def postgres(self, shard: Shard) -> LocalPostgres:
         return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn), listen_address=self.host,
                              passfile=self.passfile)
@@ -161,7 +185,7 @@ class LocalCluster:
 
     def initial_topology(self) -> Topology:
         """The shard file if there is one (data persists); else SHARDS new shards."""
-        existing = load(self.shards_file) if self.shards_file.exists() else None
+        existing = self.running_topology() if self.shards_file.exists() else None
         used = self.used_ports(existing)
         if existing is None:
             shards = [self.new_shard(i, used) for i in range(self.settings.shards)]
@@ -212,15 +236,16 @@ class LocalCluster:
 
     def start_aggregator(self, index: int, address: str) -> ProcessRecord:
         name = f"aggregator-{index + 1}"
-        env = {**self.service_env(port_of(address)), "REACTIONS_SHARDS_FILE": str(self.shards_file)}
+        env = {**self.service_env(port_of(address)), "REACTIONS_SHARDS_FILE": str(self.applied_file)}
         return self.launch(name, "aggregator", self.settings.aggregator_argv, port=port_of(address),
                            log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT)
 
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        text = nginx.render(topology, nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir),
-                            str(self.shards_file))
+        layout = nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir, self.topology_listen(),
+                                         str(self.applied_file))
+        text = nginx.render(topology, layout, str(self.applied_file))
         tmp = self.nginx_dir / "nginx.conf.new"
         tmp.write_text(text)
         nginx.check(tmp, self.nginx_dir)
@@ -246,7 +271,7 @@ class LocalCluster:
         if not port_is_free(self.settings.port, self.host):
             raise ClusterError(f"port {self.settings.port} is in use: set PORT to a free port")
         topology = self.initial_topology()
-        save(topology, self.shards_file)
+        self.save_started(topology)
         self.write_prometheus_conf(topology)
         for shard in topology.shards:
             self.checkpoint()
@@ -289,7 +314,7 @@ class LocalCluster:
         """Stop everything: processes in order, then every shard's PostgreSQL."""
         self.stop_processes()
         if self.shards_file.exists():
-            for shard in load(self.shards_file).shards:
+            for shard in self.running_topology().shards:
                 self.postgres(shard).stop()
 
     def describe(self) -> str:
@@ -298,7 +323,7 @@ class LocalCluster:
         for record in self.registry.all():
             lines.append(f"{record.name:<16}{record.pid:>8}  {record.address:<22}{record.log}")
         if self.shards_file.exists():
-            for shard in load(self.shards_file).shards:
+            for shard in self.running_topology().shards:
                 pg = self.postgres(shard)
                 lines.append(f"{'postgres-' + shard.name:<16}{pg.pid() or '-':>8}  {self.host + ':' + str(pg.port):<22}"
                              f"{pg.log_file}")

@@ -17,6 +17,8 @@ WRITER_PORT_OFFSET = 100
 AGGREGATOR_PORT_OFFSET = 200
 POSTGRES_PORT_OFFSET = 300
 PORT_SPAN = 400
+# nginx serves the applied shard file to aggregators on other hosts on PORT+1 (internal, never PORT itself).
+TOPOLOGY_PORT_OFFSET = 1
 MAX_SLOTS = 99
 # Where every part of ``make run`` listens unless HOST says otherwise: loopback.
 HOST = "127.0.0.1"

@@ -1,0 +1,106 @@
+"""``python -m sharding apply`` on a running local cluster: idempotent, a same-database move, refusals.
+
+Adding a shard on another host with apply, under load, is in tests/hosts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from common.schema import migrate
+from sharding.config import load, save
+from sharding.local.cluster import LocalCluster, port_of_dsn
+from tests.support.cluster import sharding_cli, topology
+
+
+def generation(cluster: LocalCluster) -> str:
+    return cluster.nginx_conf.read_text().split("Generation: ", 1)[1].split()[0]
+
+
+def edited(cluster: LocalCluster, shards: list[dict[str, object]]) -> None:
+    raw = {"shards": shards, "aggregators": list(topology(cluster).aggregators)}
+    cluster.shards_file.write_text(json.dumps(raw))
+
+
+@pytest.fixture
+def restore(cluster: LocalCluster) -> Iterator[None]:
+    """Whatever a test writes into the shard file, the next test finds the applied one."""
+    yield
+    save(load(cluster.applied_file), cluster.shards_file)
+
+
+async def test_apply_without_edits_changes_nothing(cluster: LocalCluster) -> None:
+    before = (cluster.applied_file.read_text(), generation(cluster))
+    for _ in range(2):
+        result = await sharding_cli(cluster, "apply")
+        assert result.returncode == 0, result.stderr
+        assert "nothing to do" in result.stdout
+    assert (cluster.applied_file.read_text(), generation(cluster)) == before
+
+
+async def other_database(dsn: str, name: str) -> str:
+    """A database with the Reactions schema beside the shard's, on the same server: another identity."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    other = dsn.rsplit("/", 1)[0] + f"/{name}"
+    conn = await asyncpg.connect(other)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return other
+
+
+def respelled(dsn: str) -> str:
+    """The same database by a DSN that the shard file cannot tell is the same (host and port in the query)."""
+    return f"postgresql://postgres@/reactions?host=127.0.0.1&port={port_of_dsn(dsn)}"
+
+
+@pytest.mark.usefixtures("restore")
+async def test_unsafe_edits_are_refused_with_the_reason_and_change_nothing(cluster: LocalCluster) -> None:
+    applied = topology(cluster)
+    shards = [s.to_json() for s in applied.shards]
+    a = shards[0]
+    elsewhere = await other_database(str(a["dsn"]), "elsewhere")
+    cases = {
+        "retired, not removed": shards[1:],
+        "never renamed": [{**a, "name": "renamed"}, *shards[1:]],
+        "reaches another database": [{**a, "dsn": elsewhere}, *shards[1:]],
+        f"is already shard {a['name']}": [*shards, {**a, "name": "dup", "dsn": respelled(str(a["dsn"])),
+                                                    "writers": ["127.0.0.1:1"]}],
+    }
+    before = (cluster.applied_file.read_text(), generation(cluster))
+    for reason, edit in cases.items():
+        edited(cluster, edit)
+        result = await sharding_cli(cluster, "apply")
+        assert result.returncode == 1 and result.stderr.startswith("refused: "), (reason, result.stderr)
+        assert reason in result.stderr
+        assert (cluster.applied_file.read_text(), generation(cluster)) == before, f"{reason}: nothing changed"
+    cluster.shards_file.write_text('{"shards": [')
+    result = await sharding_cli(cluster, "apply")
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    assert (cluster.applied_file.read_text(), generation(cluster)) == before
+
+
+@pytest.mark.usefixtures("restore")
+async def test_a_new_dsn_that_reaches_the_same_database_is_applied(cluster: LocalCluster) -> None:
+    applied = topology(cluster)
+    shards = [s.to_json() for s in applied.shards]
+    moved = {**shards[0], "dsn": respelled(str(shards[0]["dsn"]))}
+    edited(cluster, [moved, *shards[1:]])
+    result = await sharding_cli(cluster, "apply")
+    assert result.returncode == 0, result.stderr
+    assert f"shard {moved['name']}: same database" in result.stdout
+    assert load(cluster.applied_file).shard(str(moved["name"])).dsn == moved["dsn"]
+    save(applied, cluster.shards_file)  # and back, the same way
+    result = await sharding_cli(cluster, "apply")
+    assert result.returncode == 0, result.stderr
+    assert load(cluster.applied_file) == applied
