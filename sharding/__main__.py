@@ -9,6 +9,7 @@
     entry               run the entry host (nginx) of a cluster on several hosts, in the foreground
     render-nginx        print the nginx configuration for a shard file (docker compose)
     render-compose      print docker-compose.yml for a shard file of compose service names
+    render-kubernetes   print Kubernetes manifests for a shard file of Service names
     render-prometheus   print a Prometheus configuration scraping every writer and aggregator of a shard file
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.settings import SettingsError
-from sharding import compose, nginx, prometheus
+from sharding import compose, kubernetes, nginx, prometheus
 from sharding.apply import Refused
 from sharding.config import ConfigError, load
 from sharding.local.apply import apply_file
@@ -51,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where nginx keeps its pid and temporary files")
     compose_cmd = commands.add_parser("render-compose", help="print docker-compose.yml for a shard file")
     compose_cmd.add_argument("--shards-file", required=True)
+    kube = commands.add_parser("render-kubernetes", help="print Kubernetes manifests for a shard file")
+    kube.add_argument("--shards-file", required=True)
     scrape = commands.add_parser("render-prometheus", help="print prometheus.yml for a shard file")
     scrape.add_argument("--shards-file", required=True)
     scrape.add_argument("--rules-file", default=prometheus.ScrapeLayout.rules_file,
@@ -73,6 +76,9 @@ def render(args: argparse.Namespace) -> None:
         render_nginx(args)
     elif args.command == "render-compose":
         sys.stdout.write(compose.render(load(args.shards_file)))
+    elif args.command == "render-kubernetes":
+        text = Path(args.shards_file).read_text()
+        sys.stdout.write(kubernetes.render(load(args.shards_file), text, args.shards_file))
     else:
         layout = prometheus.ScrapeLayout(rules_file=args.rules_file, interval=args.interval)
         sys.stdout.write(prometheus.render(load(args.shards_file), layout, args.shards_file))
