@@ -6,6 +6,7 @@ Everything lives under DATA_DIR::
     applied.json      the topology the cluster was last brought to (by ``run`` or ``apply``):
                       nginx is rendered from it, the aggregators read it (on another host, by URL)
     identities.json   each shard's database identity as ``apply`` checked it, and removed names
+    entry             present on an entry host (``entry``): nginx also serves applied.json on PORT+1
     pgpass            the PostgreSQL password (libpq passfile, mode 0600; PASSFILE elsewhere)
     cluster.lock      held (flock) by the running ``run``; holds its pid
     admin.lock        serialises add-shard / retire-shard
@@ -67,6 +68,7 @@ class LocalCluster:
         self.shards_file = self.root / "shards.json"
         self.applied_file = self.root / "applied.json"
         self.identities_file = self.root / "identities.json"
+        self.entry_marker = self.root / "entry"
         self.registry = Registry(self.root / "run")
         self.nginx_dir = self.root / "nginx"
         self.nginx_conf = self.nginx_dir / "nginx.conf"
@@ -145,6 +147,10 @@ class LocalCluster:
     def topology_listen(self) -> str:
         """Where nginx serves the applied shard file to aggregators on other hosts: HOST, PORT + 1."""
         return f"{self.host}:{self.settings.port + TOPOLOGY_PORT_OFFSET}"
+
+    def serves_topology(self) -> bool:
+        """An entry host's nginx serves the shard file; ``make run``'s aggregators read it from disk."""
+        return self.entry_marker.exists()
 
     def save_started(self, topology: Topology) -> None:
         """``run`` starts with ``topology``: applied; the shard file too, unless it holds edits not applied yet."""
@@ -243,8 +249,8 @@ class LocalCluster:
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        layout = nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir, self.topology_listen(),
-                                         str(self.applied_file))
+        served = self.topology_listen() if self.serves_topology() else ""
+        layout = nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir, served, str(self.applied_file))
         text = nginx.render(topology, layout, str(self.applied_file))
         tmp = self.nginx_dir / "nginx.conf.new"
         tmp.write_text(text)

@@ -36,6 +36,7 @@ def serve_entry(cluster: LocalCluster) -> None:
     cluster.checkpoint = signals.check
     try:
         cluster.stop_leftovers()
+        cluster.entry_marker.touch()  # from now on nginx, here and after each apply, serves the shard file
         topology, expected = bring_up(cluster)
         record = cluster.start_nginx(topology)
         wait_ready(record, "/healthz", timeout_s=cluster.settings.ready_timeout_s, checkpoint=signals.check)

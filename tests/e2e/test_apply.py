@@ -1,4 +1,5 @@
-"""``python -m sharding apply`` on a running local cluster: idempotent, a same-database move, refusals.
+"""``python -m sharding apply`` on a running local cluster: idempotent, a same-database move, refusals;
+and the password, which is nowhere but in the passfile.
 
 Adding a shard on another host with apply, under load, is in tests/hosts.
 """
@@ -6,7 +7,9 @@ Adding a shard on another host with apply, under load, is in tests/hosts.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,6 +17,9 @@ import pytest
 from common.schema import migrate
 from sharding.config import load, save
 from sharding.local.cluster import LocalCluster, port_of_dsn
+from sharding.local.operations import status
+from sharding.local.passfile import password_of
+from sharding.local.postgres import PG_USER
 from tests.support.cluster import sharding_cli, topology
 
 
@@ -104,3 +110,19 @@ async def test_a_new_dsn_that_reaches_the_same_database_is_applied(cluster: Loca
     result = await sharding_cli(cluster, "apply")
     assert result.returncode == 0, result.stderr
     assert load(cluster.applied_file) == applied
+
+
+def test_the_password_shows_nowhere_but_in_the_passfile(cluster: LocalCluster) -> None:
+    """Not in the process list, status, the shard files, nginx's configuration or any log (README, The local stack)."""
+    secret = password_of(cluster.passfile, PG_USER)
+    assert oct(cluster.passfile.stat().st_mode & 0o777) == "0o600"
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    places = {"ps": processes, "status": status(cluster)}
+    for path in [cluster.shards_file, cluster.applied_file, cluster.nginx_conf, *cluster.root.glob("logs/*.log"),
+                 *cluster.root.glob("pg/*/server.log"), *cluster.root.glob("run/*.json")]:
+        places[str(path)] = path.read_text(errors="replace")
+    assert len(places) > 8
+    assert [name for name, text in places.items() if secret in text] == []
+    for record in cluster.registry.all():
+        environ = Path(f"/proc/{record.pid}/environ").read_bytes().decode(errors="replace")
+        assert secret not in environ, f"{record.name}'s environment names the passfile, not the password"
