@@ -30,7 +30,7 @@ from pathlib import Path
 import asyncpg
 
 from sharding.apply import Identity, Plan, Refused, moved_refusal, plan, same_database_refusal
-from sharding.config import Shard, Topology, load, redact_password, save
+from sharding.config import ConfigError, Shard, Topology, load, redact_password, save
 from sharding.local.cluster import ClusterError, LocalCluster
 from sharding.local.entry import reload_nginx, require_running, step
 from sharding.local.processes import alive, http_get, wait_for
@@ -196,7 +196,10 @@ def apply_file(cluster: LocalCluster, desired_file: Path) -> Plan:
 
 def apply_locked(cluster: LocalCluster, desired_file: Path) -> Plan:
     """``apply_file`` for a caller that holds the admin lock (add-shard, retire-shard)."""
-    desired = load(desired_file)
+    try:
+        desired = load(desired_file)
+    except ConfigError as exc:
+        raise Refused(f"{exc}; nothing was changed") from None
     current = cluster.running_topology()
     record = IdentityRecord.read(cluster.identities_file)
     changes = plan(current, desired, frozenset(record.removed))

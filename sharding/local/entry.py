@@ -21,7 +21,8 @@ RELOAD_TIMEOUT_S = 30.0
 def require_running(cluster: LocalCluster) -> None:
     if cluster.running_pid() is None:
         raise ClusterError(f"no cluster is running from DATA_DIR={cluster.root} (PORT={cluster.settings.port}); "
-                           "start one with `make run` and use the same PORT and DATA_DIR")
+                           "start one with `make run` (or `python -m sharding entry` on an entry host) "
+                           "and use the same PORT, HOST and DATA_DIR")
 
 
 def step(message: str) -> None:

@@ -11,16 +11,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
 from common.schema import migrate
-from sharding.config import load, save
+from sharding.config import RETIRED, load, save
 from sharding.local.cluster import LocalCluster, port_of_dsn
 from sharding.local.operations import status
 from sharding.local.passfile import password_of
 from sharding.local.postgres import PG_USER
-from tests.support.cluster import sharding_cli, topology
+from tests.support.cluster import base_url, own_past_hour_ts, post, sharding_cli, topology, unique_users
 
 
 def generation(cluster: LocalCluster) -> str:
@@ -92,7 +93,7 @@ async def test_unsafe_edits_are_refused_with_the_reason_and_change_nothing(clust
         assert (cluster.applied_file.read_text(), generation(cluster)) == before, f"{reason}: nothing changed"
     cluster.shards_file.write_text('{"shards": [')
     result = await sharding_cli(cluster, "apply")
-    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    assert result.returncode == 1 and result.stderr.startswith("refused: ") and "not valid JSON" in result.stderr
     assert (cluster.applied_file.read_text(), generation(cluster)) == before
 
 
@@ -126,3 +127,27 @@ def test_the_password_shows_nowhere_but_in_the_passfile(cluster: LocalCluster) -
     for record in cluster.registry.all():
         environ = Path(f"/proc/{record.pid}/environ").read_bytes().decode(errors="replace")
         assert secret not in environ, f"{record.name}'s environment names the passfile, not the password"
+
+
+@pytest.mark.usefixtures("restore")
+async def test_a_retired_shard_that_holds_data_stays_in_the_file(cluster: LocalCluster) -> None:
+    """Retire by apply; removing it from the file is then refused, as long as it holds rows."""
+    victim = topology(cluster).shards[-1]
+    conn = await asyncpg.connect(victim.dsn)
+    try:
+        held = await conn.fetchval("SELECT count(*) FROM reactions")
+    finally:
+        await conn.close()
+    if not held:
+        async with aiohttp.ClientSession() as session:
+            for user in unique_users(60, "holder"):
+                assert await post(session, f"{base_url(cluster)}/analytics?timestamp={own_past_hour_ts()}"
+                                  f"&user={user}&click") == 204
+    retired = topology(cluster).with_state(victim.name, RETIRED)
+    save(retired, cluster.shards_file)
+    result = await sharding_cli(cluster, "apply")
+    assert result.returncode == 0 and f"shard {victim.name} retired" in result.stdout, result.stderr
+    edited(cluster, [s.to_json() for s in retired.shards if s.name != victim.name])
+    result = await sharding_cli(cluster, "apply")
+    assert result.returncode == 1 and "holds data" in result.stderr, result.stderr
+    assert load(cluster.applied_file) == retired
