@@ -19,7 +19,7 @@ from yarl import URL
 from common.hours import MS_PER_HOUR, now_ms
 from sharding.config import RETIRED
 from tests.support.cluster import counts, own_past_hour_ts, post, unique_users
-from tests.support.hosts import ENTRY_PORT, Hosts, listening, shards_json
+from tests.support.hosts import AGGREGATOR_PORT, ENTRY_PORT, Hosts, listening, shards_json, stop_process
 from tests.support.netns import partitioned
 from tests.waiting import wait_until
 
@@ -156,6 +156,28 @@ async def test_apply_adds_a_shard_on_a_fourth_host_under_load(hosts: Hosts) -> N
     assert await rows_on(added.dsn) > 0, "writes reach the new host"
     again = hosts.apply()
     assert again.returncode == 0 and "nothing to do" in again.stdout, "apply is idempotent"
+
+
+async def test_apply_adds_and_removes_an_aggregator_host(hosts: Hosts) -> None:
+    host = hosts.network.add_host()
+    address = f"{host.address}:{AGGREGATOR_PORT}"
+    part = hosts.start_aggregator("aggregator-3", host)
+    hosts.wait_ready(part, f"http://{address}/readyz")
+    before = hosts.topology()
+    hosts.edit(before.with_aggregators([*before.aggregators, address]))
+    result = await asyncio.to_thread(hosts.apply)
+    assert result.returncode == 0, result.stderr
+    assert f"new aggregator {address}" in result.stdout and f"aggregator {address} reads every shard" in result.stdout
+    assert f"server {address} " in (hosts.data_dir / "nginx" / "nginx.conf").read_text(), "nginx reads from it"
+    hosts.edit(before)
+    result = await asyncio.to_thread(hosts.apply)
+    assert result.returncode == 0 and f"aggregator {address} removed" in result.stdout, result.stderr
+    assert f"server {address} " not in (hosts.data_dir / "nginx" / "nginx.conf").read_text()
+    stop_process(part.proc)
+    ts = own_past_hour_ts()
+    async with aiohttp.ClientSession() as session:
+        assert await post(session, f"{hosts.base}/analytics/{ts}/after-aggregators/click") == 204
+        await wait_counts(session, hosts.base, ts, (1, 1, 0))
 
 
 async def rows_on(dsn: str) -> int:

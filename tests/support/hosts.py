@@ -124,11 +124,14 @@ class Hosts:
         return shard
 
     def start_aggregators(self) -> list[Part]:
+        return [self.start_aggregator(f"aggregator-{i + 1}", host) for i, host in enumerate(self.aggregator_hosts)]
+
+    def start_aggregator(self, name: str, host: Host) -> Part:
+        """An aggregator on ``host`` that follows the shard file by URL from the entry host."""
         url = f"http://{self.entry.address}:{ENTRY_PORT + 1}/shards.json"
-        return [self.spawn(f"aggregator-{i + 1}", host, [sys.executable, "-m", "aggregator.main"],
-                           {**SERVICE_ENV, "REACTIONS_HOST": host.address, "REACTIONS_PORT": str(AGGREGATOR_PORT),
-                            "REACTIONS_SHARDS_URL": url, "PGPASSFILE": str(session_passfile())})
-                for i, host in enumerate(self.aggregator_hosts)]
+        return self.spawn(name, host, [sys.executable, "-m", "aggregator.main"],
+                          {**SERVICE_ENV, "REACTIONS_HOST": host.address, "REACTIONS_PORT": str(AGGREGATOR_PORT),
+                           "REACTIONS_SHARDS_URL": url, "PGPASSFILE": str(session_passfile())})
 
     def start_entry(self) -> Part:
         part = self.spawn("entry", self.entry, [sys.executable, "-m", "sharding", "entry"], self.entry_env())
