@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 PROMETHEUS_PORT ?= 9090
 
-.PHONY: install system-deps lint test run add-shard add-aggregator status monitor bench chaos clean
+.PHONY: install system-deps lint test run add-shard apply add-aggregator status monitor bench chaos clean
 
 # System packages a fresh Debian machine lacks (nginx, PostgreSQL server).
 system-deps:
@@ -33,6 +33,9 @@ run: install
 
 add-shard: install
 	$(PY) -m sharding add-shard
+
+apply: install
+	$(PY) -m sharding apply
 
 add-aggregator: install
 	$(PY) -m sharding add-aggregator

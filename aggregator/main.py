@@ -43,7 +43,7 @@ async def shards_ctx(app: web.Application) -> AsyncIterator[None]:
     """One pool per shard of the shard file; a bad shard file fails start-up."""
     settings = app[SETTINGS]
     app[SHARDS] = shards = ShardSet(settings.shards_file, settings.shard_dsns, settings.pool_size,
-                                    settings.shard_bounds)
+                                    settings.shard_bounds, settings.shards_url)
     await shards.open()
     app[METRICS].watch_shards(lambda: {(h.name, h.shard.state): 1.0 for h in shards})
     try:

@@ -26,6 +26,8 @@ class Settings:
 
     # The shard file (sharding.config); polled for changes and re-read on SIGHUP.
     shards_file: str | None = None
+    # Or its URL, on the entry host's internal topology port (aggregators on other hosts).
+    shards_url: str | None = None
     # Fallback when there is no shard file: a fixed list of shard DSNs.
     shard_dsns: tuple[str, ...] = ()
     host: str = "127.0.0.1"
@@ -79,11 +81,18 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         shards_file = env_str("REACTIONS_SHARDS_FILE", "") or None
+        shards_url = env_str("REACTIONS_SHARDS_URL", "") or None
         dsns = tuple(d.strip() for d in env_str("REACTIONS_SHARD_DSNS", "").split(",") if d.strip())
-        if shards_file is None and not dsns:
-            raise SettingsError("set REACTIONS_SHARDS_FILE (or REACTIONS_SHARD_DSNS, comma-separated)")
+        if shards_file is None and shards_url is None and not dsns:
+            raise SettingsError("set REACTIONS_SHARDS_FILE or REACTIONS_SHARDS_URL "
+                                "(or REACTIONS_SHARD_DSNS, comma-separated)")
+        if shards_file is not None and shards_url is not None:
+            raise SettingsError("set REACTIONS_SHARDS_FILE or REACTIONS_SHARDS_URL, not both")
+        if shards_url is not None and not shards_url.startswith(("http://", "https://")):
+            raise SettingsError(f"REACTIONS_SHARDS_URL must be an http(s) URL, got {shards_url!r}")
         return cls(
             shards_file=shards_file,
+            shards_url=shards_url,
             shard_dsns=dsns,
             host=env_str("REACTIONS_HOST", cls.host),
             port=env_int("REACTIONS_PORT", cls.port, minimum=1),

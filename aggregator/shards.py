@@ -1,8 +1,12 @@
 """ShardSet: one asyncpg pool per shard, following the shard file.
 
 The file is polled (its mtime, inode and size) on every refresh and re-read
-on SIGHUP. Added shards get a pool; removed ones have theirs closed. Retired
-shards stay in the set: they take no writes but their data is still read.
+on SIGHUP. An aggregator on another host than the entry host follows the
+shard file by URL instead (``REACTIONS_SHARDS_URL``, served by the entry
+host's nginx on its internal topology port): fetched on every refresh with
+``If-None-Match``, so that an unchanged file costs a 304. Added shards get a
+pool; removed ones have theirs closed. Retired shards stay in the set: they
+take no writes but their data is still read.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 
 from common.pg import (
@@ -24,12 +29,20 @@ from common.pg import (
     redact,
     server_settings,
 )
-from sharding.config import ACTIVE, ConfigError, Shard, load
+from sharding.config import ACTIVE, ConfigError, Shard, load, parse
 
 log = logging.getLogger(__name__)
 
 SESSION_SETTINGS = {"application_name": "reactions-aggregator"}
 FileStamp = tuple[int, int, int]
+# The shard file's URL may not answer yet when an aggregator starts (start
+# order is not guaranteed): this many attempts, this far apart, then fail loudly.
+URL_ATTEMPTS = 30
+URL_RETRY_DELAY_S = 1.0
+
+
+class TopologyUnavailable(ConfigError):
+    """The shard file's URL did not answer, or answered something else than a shard file."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +69,12 @@ def shards_from_dsns(dsns: tuple[str, ...]) -> tuple[Shard, ...]:
 
 
 class ShardSet:
-    def __init__(self, shards_file: str | None, dsns: tuple[str, ...], pool_size: int, bounds: WaitBounds) -> None:
+    def __init__(self, shards_file: str | None, dsns: tuple[str, ...], pool_size: int, bounds: WaitBounds,
+                 shards_url: str | None = None) -> None:
         self._file = shards_file
+        self._url = shards_url
+        self._etag: str | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._dsns = dsns
         self._pool_size = pool_size
         self._bounds = bounds
@@ -81,10 +98,26 @@ class ShardSet:
 
     async def open(self) -> None:
         """Read the shard list for the first time; a bad shard file fails start-up."""
-        await self._apply(self._read_shards())
+        if self._url is None:
+            await self._apply(self._read_shards())
+            return
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._bounds.statement_s))
+        shards: tuple[Shard, ...] | None = None
+        for attempt in range(1, URL_ATTEMPTS + 1):
+            try:
+                shards = await self._fetch_shards()
+                break
+            except ConfigError as exc:
+                if attempt == URL_ATTEMPTS:
+                    raise
+                log.warning("%s; retry %d/%d", exc, attempt, URL_ATTEMPTS)
+                await asyncio.sleep(URL_RETRY_DELAY_S)
+        await self._apply(shards or ())
 
     async def reload_if_changed(self) -> TopologyChange | None:
         """Re-read the file if it changed or a reload was asked for; keep the old set if it is bad."""
+        if self._url is not None:
+            return await self._reload_from_url()
         if self._file is None or not (self._reload_requested or self._file_stamp() != self._stamp):
             return None
         self._reload_requested = False
@@ -96,9 +129,45 @@ class ShardSet:
         change = await self._apply(shards)
         return change if change.added or change.removed else None
 
+    async def _reload_from_url(self) -> TopologyChange | None:
+        self._reload_requested = False
+        try:
+            shards = await self._fetch_shards()
+        except ConfigError as exc:
+            log.error("keeping the current shards: %s", exc)
+            return None
+        if shards is None:
+            return None
+        change = await self._apply(shards)
+        return change if change.added or change.removed else None
+
+    async def _fetch_shards(self) -> tuple[Shard, ...] | None:
+        """The shards the URL serves now; None if unchanged since the last fetch (304)."""
+        assert self._url is not None and self._session is not None
+        headers = {"If-None-Match": self._etag} if self._etag else {}
+        try:
+            async with self._session.get(self._url, headers=headers) as resp:
+                if resp.status == 304:
+                    return None
+                if resp.status != 200:
+                    raise TopologyUnavailable(f"{self._url} answered {resp.status}")
+                raw = await resp.json(content_type=None)
+                etag = resp.headers.get("ETag")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise TopologyUnavailable(f"cannot read the shard file at {self._url}: {exc!r}") from None
+        try:
+            shards = parse(raw).shards
+        except ConfigError as exc:
+            raise ConfigError(f"{self._url}: {exc}") from None
+        self._etag = etag
+        return shards
+
     async def close(self) -> None:
         handles, self._handles = list(self._handles.values()), {}
         await asyncio.gather(*(close_pool(h.pool) for h in handles))
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _read_shards(self) -> tuple[Shard, ...]:
         if self._file is None:

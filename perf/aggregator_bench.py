@@ -297,8 +297,9 @@ def report(rss_per_user: float, traced_per_user: float, cold: list[float], ours:
 
 def start_shards(root: Path) -> list[LocalPostgres]:
     servers: list[LocalPostgres] = []
+    os.environ["PGPASSFILE"] = str(root / "pgpass")  # this process's own connections find the password there
     for i in range(SHARDS):
-        server = LocalPostgres(root / f"shard{i}", free_port())
+        server = LocalPostgres(root / f"shard{i}", free_port(), passfile=root / "pgpass")
         servers.append(server)
         server.start()
     return servers

@@ -31,7 +31,8 @@ BATCHED = "group commit (default)"
 def writer(dsn: str, port: int, log: Path, **env: str) -> Iterator[str]:
     """A writer process on ``port``; SIGTERM (drain) on the way out."""
     record = spawn("writer", "writer", [sys.executable, "-m", "writer.main"], port=port, log=log, cwd=ROOT,
-                   env={"REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT), **env})
+                   env={"PGPASSFILE": str(log.parent / "pgpass"),
+                        "REACTIONS_DSN": dsn, "REACTIONS_PORT": str(port), "PYTHONPATH": str(ROOT), **env})
     try:
         wait_ready(record, timeout_s=30)
         yield f"http://{record.address}"
@@ -53,7 +54,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="reactions-writer-bench-"))
     os.chmod(work, 0o755)
-    pg = LocalPostgres(work / "pg", free_port())
+    pg = LocalPostgres(work / "pg", free_port(), passfile=work / "pgpass")
     pg.start()
     variants = {
         # The same process with batching disabled, with its default pool ...

@@ -5,8 +5,11 @@
     add-aggregator      add an aggregator replica to the running cluster
     retire-shard NAME   stop writes to a shard; its data stays readable
     status              the topology and the health of every part
+    apply               bring the running cluster to the shard file (DATA_DIR/shards.json), safely
+    entry               run the entry host (nginx) of a cluster on several hosts, in the foreground
     render-nginx        print the nginx configuration for a shard file (docker compose)
     render-compose      print docker-compose.yml for a shard file of compose service names
+    render-kubernetes   print Kubernetes manifests for a shard file of Service names
     render-prometheus   print a Prometheus configuration scraping every writer and aggregator of a shard file
 """
 
@@ -14,11 +17,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from common.settings import SettingsError
-from sharding import compose, nginx, prometheus
+from sharding import compose, kubernetes, nginx, prometheus
+from sharding.apply import Refused
 from sharding.config import ConfigError, load
+from sharding.local.apply import apply_file
 from sharding.local.cluster import ClusterError, LocalCluster
+from sharding.local.entry_host import serve_entry
 from sharding.local.operations import add_aggregator, add_shard, retire_shard, run, status
 from sharding.local.processes import ProcessError
 from sharding.local.settings import ClusterSettings
@@ -34,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     retire = commands.add_parser("retire-shard", help="stop writes to a shard, keep its data readable")
     retire.add_argument("name")
     commands.add_parser("status", help="show topology and health")
+    apply_cmd = commands.add_parser("apply", help="bring the running cluster to the shard file, in the safe order")
+    apply_cmd.add_argument("--shards-file", default=None, help="the edited shard file (default: DATA_DIR/shards.json)")
+    commands.add_parser("entry", help="the entry host (nginx) of a cluster on several hosts, in the foreground")
     render = commands.add_parser("render-nginx", help="print the nginx configuration of a shard file")
     render.add_argument("--shards-file", required=True)
     render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
@@ -43,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the dashboard's files as nginx sees them (default: where the compose nginx mounts them)")
     compose_cmd = commands.add_parser("render-compose", help="print docker-compose.yml for a shard file")
     compose_cmd.add_argument("--shards-file", required=True)
+    kube = commands.add_parser("render-kubernetes", help="print Kubernetes manifests for a shard file")
+    kube.add_argument("--shards-file", required=True)
     scrape = commands.add_parser("render-prometheus", help="print prometheus.yml for a shard file")
     scrape.add_argument("--shards-file", required=True)
     scrape.add_argument("--rules-file", default=prometheus.ScrapeLayout.rules_file,
@@ -60,30 +73,45 @@ def render_nginx(args: argparse.Namespace) -> None:
     sys.stdout.write(nginx.render(load(args.shards_file), layout, args.shards_file))
 
 
+def render(args: argparse.Namespace) -> None:
+    """The render-* commands: pure, no cluster needed."""
+    if args.command == "render-nginx":
+        render_nginx(args)
+    elif args.command == "render-compose":
+        sys.stdout.write(compose.render(load(args.shards_file)))
+    elif args.command == "render-kubernetes":
+        text = Path(args.shards_file).read_text()
+        sys.stdout.write(kubernetes.render(load(args.shards_file), text, args.shards_file))
+    else:
+        layout = prometheus.ScrapeLayout(rules_file=args.rules_file, interval=args.interval)
+        sys.stdout.write(prometheus.render(load(args.shards_file), layout, args.shards_file))
+
+
+def operate(args: argparse.Namespace) -> None:
+    """The commands that act on the cluster of PORT, HOST and DATA_DIR."""
+    cluster = LocalCluster(ClusterSettings.from_env())
+    commands: dict[str, Callable[[], object]] = {
+        "run": lambda: run(cluster),
+        "add-shard": lambda: add_shard(cluster),
+        "add-aggregator": lambda: add_aggregator(cluster),
+        "retire-shard": lambda: retire_shard(cluster, args.name),
+        "apply": lambda: apply_file(cluster, Path(args.shards_file) if args.shards_file else cluster.shards_file),
+        "entry": lambda: serve_entry(cluster),
+        "status": lambda: print(status(cluster)),
+    }
+    commands[args.command]()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        if args.command == "render-nginx":
-            render_nginx(args)
-            return
-        if args.command == "render-compose":
-            sys.stdout.write(compose.render(load(args.shards_file)))
-            return
-        if args.command == "render-prometheus":
-            layout = prometheus.ScrapeLayout(rules_file=args.rules_file, interval=args.interval)
-            sys.stdout.write(prometheus.render(load(args.shards_file), layout, args.shards_file))
-            return
-        cluster = LocalCluster(ClusterSettings.from_env())
-        if args.command == "run":
-            run(cluster)
-        elif args.command == "add-shard":
-            add_shard(cluster)
-        elif args.command == "add-aggregator":
-            add_aggregator(cluster)
-        elif args.command == "retire-shard":
-            retire_shard(cluster, args.name)
+        if args.command.startswith("render-"):
+            render(args)
         else:
-            print(status(cluster))
+            operate(args)
+    except Refused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        sys.exit(1)
     except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

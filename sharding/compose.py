@@ -30,6 +30,13 @@ CONFIG_MOUNT = f"{CONFIG_DIR}:{CONFIG_DIR_IN_CONTAINER}:ro"
 # The dashboard's static files, for nginx (sharding/nginx.py renders that path).
 DASHBOARD_MOUNT = f"./dashboard:{DASHBOARD_IN_CONTAINER}:ro"
 HEALTH = {"interval": "2s", "timeout": "2s", "retries": 30}
+# Passwords come from compose's own secrets, files the user makes once (README,
+# Docker compose) and never commits: the password alone for PostgreSQL's image,
+# and the same password as a libpq passfile for the services.
+SECRETS = {"postgres_password": {"file": "./docker/secrets/postgres_password"},
+           "pgpass": {"file": "./docker/secrets/pgpass"}}
+# The image runs as nobody; the passfile must be its own and mode 0600 (libpq's rule).
+PGPASS_SECRET = {"source": "pgpass", "target": "pgpass", "uid": "65534", "gid": "65534", "mode": 0o600}
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -50,7 +57,9 @@ def python_service(command: str, port: int, env: dict[str, str], depends: dict[s
         "build": ".",
         "image": "reactions:latest",
         "command": ["python", "-m", command],
-        "environment": {"REACTIONS_HOST": "0.0.0.0", "REACTIONS_PORT": str(port), **env},
+        "environment": {"REACTIONS_HOST": "0.0.0.0", "REACTIONS_PORT": str(port), "PGPASSFILE": "/run/secrets/pgpass",
+                        **env},
+        "secrets": [PGPASS_SECRET],
         "depends_on": depends,
         "healthcheck": {"test": ["CMD", "python", "-c", probe], **HEALTH},
         "restart": "unless-stopped",
@@ -64,8 +73,10 @@ def services(topology: Topology) -> dict[str, Any]:
             "image": POSTGRES_IMAGE,
             "environment": {"POSTGRES_USER": urlsplit(shard.dsn).username or "postgres",
                             "POSTGRES_DB": urlsplit(shard.dsn).path.lstrip("/") or "reactions",
-                            # Only the compose network reaches it (no published port).
-                            "POSTGRES_HOST_AUTH_METHOD": "trust"},
+                            # Only the compose network reaches it (no published port), with the password.
+                            "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+                            "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256 --auth-local=scram-sha-256"},
+            "secrets": ["postgres_password"],
             "volumes": [f"{pg_host(shard)}-data:/var/lib/postgresql/data"],
             "healthcheck": {"test": ["CMD", "pg_isready", "-U", "postgres"], **HEALTH},
             "restart": "unless-stopped",
@@ -98,7 +109,8 @@ def services(topology: Topology) -> dict[str, Any]:
 def render(topology: Topology) -> str:
     """The compose file as YAML text."""
     document = {"services": services(topology),
-                "volumes": {f"{pg_host(s)}-data": {} for s in topology.shards}}
+                "volumes": {f"{pg_host(s)}-data": {} for s in topology.shards},
+                "secrets": SECRETS}
     header = ("# Rendered by `python -m sharding render-compose --shards-file docker/shards.json`;\n"
               "# edit docker/shards.json and render again (and docker/nginx.conf with render-nginx).\n")
     # Block style throughout, keys in the order built here (services read top-down:

@@ -204,6 +204,8 @@ def save(topology: Topology, path: str | os.PathLike[str]) -> None:
     """Write atomically, so that a reader never sees half a file."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    # No secret in it (passwords live in the passfile), and nginx's workers serve it: readable by all.
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "w") as out:
         json.dump(topology.to_json(), out, indent=2)
         out.write("\n")

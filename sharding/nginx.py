@@ -35,11 +35,17 @@ class NginxLayout:
     worker_processes: str = "auto"
     # Buffered access logs cost less per request; flushed every second.
     access_log_buffer: str = " buffer=64k flush=1s"
+    # Where the applied shard file is served to aggregators on other hosts
+    # (internal address:port, never the public one), and the file; "" serves nothing.
+    topology_listen: str = ""
+    topology_file: str = ""
 
     @classmethod
-    def local(cls, host: str, port: int, runtime_dir: Path, static_root: Path = DASHBOARD_DIR) -> NginxLayout:
+    def local(cls, host: str, port: int, runtime_dir: Path, static_root: Path = DASHBOARD_DIR,
+              topology_listen: str = "", topology_file: str = "") -> NginxLayout:
         return cls(listen=f"{host}:{port}", runtime_dir=str(runtime_dir), access_log=str(runtime_dir / "access.log"),
-                   error_log=str(runtime_dir / "error.log"), static_root=str(static_root))
+                   error_log=str(runtime_dir / "error.log"), static_root=str(static_root),
+                   topology_listen=topology_listen, topology_file=topology_file)
 
     @classmethod
     def container(cls, port: int = 8000) -> NginxLayout:
@@ -52,6 +58,35 @@ def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:
     # max_fails/fail_timeout: a writer that refused a connection is skipped
     # (its users go to the next one on the ring) for a few seconds.
     return "\n".join(f"        server {a} max_fails=1 fail_timeout=5s;" for a in addresses)
+
+
+TOPOLOGY_SERVER = """
+    # The applied shard file, for aggregators on other hosts (REACTIONS_SHARDS_URL).
+    # It lists internal addresses and DSNs: served on this internal address only,
+    # never on the public port above.
+    server {
+        listen %(listen)s;
+        access_log off;
+        location = /shards.json {
+            default_type application/json;
+            add_header Cache-Control no-cache always;
+            alias %(file)s;
+        }
+        location / {
+            return 404 "not found\\n";
+        }
+    }
+"""
+
+
+def topology_server(layout: NginxLayout) -> str:
+    if not layout.topology_listen:
+        return ""
+    if not layout.topology_file or not layout.topology_file.startswith("/"):
+        raise ConfigError("the topology server needs the shard file's absolute path")
+    if layout.topology_listen == layout.listen:
+        raise ConfigError("the shard file must not be served on the public entry port")
+    return TOPOLOGY_SERVER % {"listen": layout.topology_listen, "file": layout.topology_file}
 
 
 def writer_addresses(topology: Topology) -> list[str]:
@@ -77,6 +112,7 @@ def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard fi
         "error_log": layout.error_log,
         "worker_processes": layout.worker_processes,
         "static_root": layout.static_root,
+        "topology_server": topology_server(layout),
     }
     values["generation"] = generation(values)
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text())

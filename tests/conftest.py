@@ -7,16 +7,20 @@ databases on it. Tests that need to stop a server start one of their own
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port
+from tests.support.passwords import session_passfile
 from tests.support.shard_db import reset_database
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 SHARD_DATABASES = ("shard_a", "shard_b", "shard_c")
+# Every server the tests start requires the password; clients find it here, as libpq's would.
+os.environ["PGPASSFILE"] = str(session_passfile())
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
-"""The local cluster: PostgreSQL per shard, writers, aggregators and nginx on 127.0.0.1.
+"""The local cluster: PostgreSQL per shard, writers, aggregators and nginx on one address (HOST, 127.0.0.1).
 
 Everything lives under DATA_DIR::
 
-    shards.json       the shard file (the aggregators read it too)
+    shards.json       the shard file: the user edits it, ``apply`` brings the cluster to it
+    applied.json      the topology the cluster was last brought to (by ``run`` or ``apply``):
+                      nginx is rendered from it, the aggregators read it (on another host, by URL)
+    identities.json   each shard's database identity as ``apply`` checked it, and removed names
+    entry             present on an entry host (``entry``): nginx also serves applied.json on PORT+1
+    pgpass            the PostgreSQL password (libpq passfile, mode 0600; PASSFILE elsewhere)
     cluster.lock      held (flock) by the running ``run``; holds its pid
     admin.lock        serialises add-shard / retire-shard
     run/*.json        one record per process (see processes.py)
@@ -29,9 +34,9 @@ from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import ProcessRecord, Registry, alive, port_is_free, spawn, stop, wait_ready
 from sharding.local.settings import (
     AGGREGATOR_PORT_OFFSET,
-    HOST,
     MAX_SLOTS,
     POSTGRES_PORT_OFFSET,
+    TOPOLOGY_PORT_OFFSET,
     WRITER_PORT_OFFSET,
     ClusterSettings,
 )
@@ -62,10 +67,15 @@ class LocalCluster:
         self.settings = settings
         self.root = settings.root
         self.shards_file = self.root / "shards.json"
+        self.applied_file = self.root / "applied.json"
+        self.identities_file = self.root / "identities.json"
+        self.entry_marker = self.root / "entry"
         self.registry = Registry(self.root / "run")
         self.nginx_dir = self.root / "nginx"
         self.nginx_conf = self.nginx_dir / "nginx.conf"
         self.prometheus_conf = self.root / "prometheus.yml"
+        self.host = settings.host
+        self.passfile = settings.pgpass
         self._lock: IO[str] | None = None
         # Called between the steps of ``start`` (and while waiting); ``run`` makes it raise on Ctrl-C.
         self.checkpoint: Callable[[], None] = lambda: None
@@ -131,8 +141,31 @@ class LocalCluster:
 
     # -- topology and ports --------------------------------------------------
 
+    def running_topology(self) -> Topology:
+        """What the running cluster was last brought to; the shard file of a DATA_DIR made before apply."""
+        return load(self.applied_file if self.applied_file.exists() else self.shards_file)
+
+    def topology_listen(self) -> str:
+        """Where nginx serves the applied shard file to aggregators on other hosts: HOST, PORT + 1."""
+        return f"{self.host}:{self.settings.port + TOPOLOGY_PORT_OFFSET}"
+
+    def serves_topology(self) -> bool:
+        """An entry host's nginx serves the shard file; ``make run``'s aggregators read it from disk."""
+        return self.entry_marker.exists()
+
+    def save_started(self, topology: Topology) -> None:
+        """``run`` starts with ``topology``: applied; the shard file too, unless it holds edits not applied yet."""
+        pending = self.shards_file.exists() and self.applied_file.exists() and \
+            load(self.shards_file) != load(self.applied_file)
+        save(topology, self.applied_file)
+        if pending:
+            print(f"note: {self.shards_file} has edits that were not applied; `make apply` applies them")
+        else:
+            save(topology, self.shards_file)
+
     def postgres(self, shard: Shard) -> LocalPostgres:
-        return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn))
+        return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn), listen_address=self.host,
+                             passfile=self.passfile)
 
     def used_ports(self, topology: Topology | None) -> set[int]:
         if topology is None:
@@ -144,7 +177,7 @@ class LocalCluster:
         """PORT+offset+slot, starting at the preferred slot, skipping taken ports."""
         for slot in [preferred_slot, *range(1, MAX_SLOTS + 1)]:
             port = self.settings.port + offset + slot
-            if port not in used and port_is_free(port):
+            if port not in used and port_is_free(port, self.host):
                 used.add(port)
                 return port
         first = self.settings.port + offset
@@ -153,12 +186,13 @@ class LocalCluster:
     def new_shard(self, index: int, used: set[int]) -> Shard:
         name = shard_name(index)
         writer = self.allocate_port(WRITER_PORT_OFFSET, index + 1, used)
-        pg = LocalPostgres(self.root / "pg" / name, self.allocate_port(POSTGRES_PORT_OFFSET, index + 1, used))
-        return Shard(name=name, writers=(f"{HOST}:{writer}",), dsn=pg.dsn)
+        pg = LocalPostgres(self.root / "pg" / name, self.allocate_port(POSTGRES_PORT_OFFSET, index + 1, used),
+                           listen_address=self.host, passfile=self.passfile)
+        return Shard(name=name, writers=(f"{self.host}:{writer}",), dsn=pg.dsn)
 
     def initial_topology(self) -> Topology:
         """The shard file if there is one (data persists); else SHARDS new shards."""
-        existing = load(self.shards_file) if self.shards_file.exists() else None
+        existing = self.running_topology() if self.shards_file.exists() else None
         used = self.used_ports(existing)
         if existing is None:
             shards = [self.new_shard(i, used) for i in range(self.settings.shards)]
@@ -171,13 +205,15 @@ class LocalCluster:
         aggregators = list(topology.aggregators[: self.settings.aggregators])
         while len(aggregators) < self.settings.aggregators:
             port = self.allocate_port(AGGREGATOR_PORT_OFFSET, len(aggregators) + 1, used)
-            aggregators.append(f"{HOST}:{port}")
+            aggregators.append(f"{self.host}:{port}")
         return topology.with_aggregators(aggregators) if topology.shards else topology
 
     # -- starting parts ------------------------------------------------------
 
     def service_env(self, port: int) -> dict[str, str]:
-        return {**self.settings.service_env, "REACTIONS_HOST": HOST, "REACTIONS_PORT": str(port),
+        # PGPASSFILE names the file, never the secret: a process list shows only the path.
+        return {**self.settings.service_env, "REACTIONS_HOST": self.host, "REACTIONS_PORT": str(port),
+                "PGPASSFILE": str(self.passfile),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
 
     def start_postgres(self, shard: Shard) -> LocalPostgres:
@@ -190,7 +226,7 @@ class LocalCluster:
                cwd: Path, shard: str | None = None) -> ProcessRecord:
         """Start a process and record it, with no signal in between (an unrecorded process is an orphan)."""
         with deferred_signals():
-            record = spawn(name, role, argv, port=port, log=log, env=env, cwd=cwd, shard=shard)
+            record = spawn(name, role, argv, port=port, log=log, env=env, cwd=cwd, shard=shard, host=self.host)
             self.registry.add(record)
         return record
 
@@ -207,15 +243,18 @@ class LocalCluster:
 
     def start_aggregator(self, index: int, address: str) -> ProcessRecord:
         name = f"aggregator-{index + 1}"
-        env = {**self.service_env(port_of(address)), "REACTIONS_SHARDS_FILE": str(self.shards_file)}
+        env = {**self.service_env(port_of(address)), "REACTIONS_SHARDS_FILE": str(self.applied_file)}
         return self.launch(name, "aggregator", self.settings.aggregator_argv, port=port_of(address),
                            log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT)
 
     def write_nginx_conf(self, topology: Topology) -> str:
         """Render, write and ``nginx -t`` the configuration; return its generation."""
         self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        layout = nginx.NginxLayout.local(HOST, self.settings.port, self.nginx_dir, served_dashboard(self.nginx_dir))
-        text = nginx.render(topology, layout, str(self.shards_file))
+        served = self.topology_listen() if self.serves_topology() else ""
+        layout = nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir,
+                                         served_dashboard(self.nginx_dir), topology_listen=served,
+                                         topology_file=str(self.applied_file))
+        text = nginx.render(topology, layout, str(self.applied_file))
         tmp = self.nginx_dir / "nginx.conf.new"
         tmp.write_text(text)
         nginx.check(tmp, self.nginx_dir)
@@ -238,10 +277,10 @@ class LocalCluster:
     def start(self) -> Topology:
         """Start every part in dependency order and wait until each is ready (``run``)."""
         self.stop_leftovers()
-        if not port_is_free(self.settings.port):
+        if not port_is_free(self.settings.port, self.host):
             raise ClusterError(f"port {self.settings.port} is in use: set PORT to a free port")
         topology = self.initial_topology()
-        save(topology, self.shards_file)
+        self.save_started(topology)
         self.write_prometheus_conf(topology)
         for shard in topology.shards:
             self.checkpoint()
@@ -284,7 +323,7 @@ class LocalCluster:
         """Stop everything: processes in order, then every shard's PostgreSQL."""
         self.stop_processes()
         if self.shards_file.exists():
-            for shard in load(self.shards_file).shards:
+            for shard in self.running_topology().shards:
                 self.postgres(shard).stop()
 
     def describe(self) -> str:
@@ -293,9 +332,9 @@ class LocalCluster:
         for record in self.registry.all():
             lines.append(f"{record.name:<16}{record.pid:>8}  {record.address:<22}{record.log}")
         if self.shards_file.exists():
-            for shard in load(self.shards_file).shards:
+            for shard in self.running_topology().shards:
                 pg = self.postgres(shard)
-                lines.append(f"{'postgres-' + shard.name:<16}{pg.pid() or '-':>8}  {HOST + ':' + str(pg.port):<22}"
+                lines.append(f"{'postgres-' + shard.name:<16}{pg.pid() or '-':>8}  {self.host + ':' + str(pg.port):<22}"
                              f"{pg.log_file}")
         return "\n".join(lines)
 

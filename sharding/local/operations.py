@@ -7,24 +7,14 @@ the running ``run`` supervises it and, at the end, stops it by pid.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import time
-from pathlib import Path
-
-from sharding import nginx
-from sharding.config import RETIRED, Shard, Topology, load, save
+from sharding.config import RETIRED, Shard, Topology, save
+from sharding.local.apply import IdentityRecord, apply_locked
 from sharding.local.cluster import ClusterError, LocalCluster, port_of_dsn, shard_name
-from sharding.local.processes import ProcessRecord, alive, become_subreaper, http_get, stop, wait_for, wait_ready
-from sharding.local.settings import AGGREGATOR_PORT_OFFSET, HOST
+from sharding.local.entry import require_running, step
+from sharding.local.processes import ProcessRecord, alive, become_subreaper, http_get, stop, wait_ready
+from sharding.local.settings import AGGREGATOR_PORT_OFFSET
 from sharding.local.signals import Shutdown, SignalQueue
 from sharding.local.supervisor import restart_counts, supervise
-
-# How long add-shard waits for every aggregator to read a new shard.
-AGGREGATOR_PICKUP_TIMEOUT_S = 30.0
-# How long a reload may take (old nginx workers finish their requests).
-RELOAD_TIMEOUT_S = 30.0
 
 
 def run(cluster: LocalCluster) -> None:
@@ -41,7 +31,7 @@ def run(cluster: LocalCluster) -> None:
     try:
         cluster.start()
         print(cluster.describe())
-        print(f"\nReactions is up on http://127.0.0.1:{cluster.settings.port} (data in {cluster.root}). "
+        print(f"\nReactions is up on http://{cluster.host}:{cluster.settings.port} (data in {cluster.root}). "
               "Ctrl-C stops it.", flush=True)
         supervise(cluster, signals)
     except Shutdown as exc:
@@ -53,53 +43,56 @@ def run(cluster: LocalCluster) -> None:
         print("stopped.", flush=True)
 
 
-def require_running(cluster: LocalCluster) -> None:
-    if cluster.running_pid() is None:
-        raise ClusterError(f"no cluster is running from DATA_DIR={cluster.root} (PORT={cluster.settings.port}); "
-                           "start one with `make run` and use the same PORT and DATA_DIR")
-
-
-def step(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def add_shard(cluster: LocalCluster) -> str:
-    """PostgreSQL, writer, aggregators read it, then nginx routes to it: no write is ever unread."""
+    """The local case of ``apply``: start a shard's PostgreSQL and writer here, add it to the file, apply it.
+
+    apply then checks the database and the writer, waits until every
+    aggregator reads the shard, and only then reloads nginx: no write is ever unread.
+    """
     require_running(cluster)
     with cluster.admin_lock():
-        topology = load(cluster.shards_file)
-        names = {s.name for s in topology.shards}
+        topology = cluster.running_topology()
+        names = {s.name for s in topology.shards} | IdentityRecord.read(cluster.identities_file).removed
         index = next(i for i in range(len(names) + 1) if shard_name(i) not in names)
         shard = cluster.new_shard(index, cluster.used_ports(topology))
         start_shard_parts(cluster, shard)
-        save(topology.with_shard(shard), cluster.shards_file)
-        step(f"shard {shard.name}: in {cluster.shards_file}; waiting for every aggregator to read it")
-        wait_aggregators_read(cluster, shard.name)
-        step("re-rendering nginx and reloading it: writes now reach the new shard")
-        reload_nginx(cluster)
+        try:
+            apply_edit(cluster, topology.with_shard(shard))
+        except BaseException:
+            stop_shard_parts(cluster, shard)
+            raise
         step(f"shard {shard.name} added")
         return shard.name
 
 
+def apply_edit(cluster: LocalCluster, edited: Topology) -> None:
+    """Write ``edited`` into the shard file and apply it; on failure the file is as it was."""
+    before = cluster.shards_file.read_text() if cluster.shards_file.exists() else None
+    save(edited, cluster.shards_file)
+    try:
+        apply_locked(cluster, cluster.shards_file)
+    except BaseException:
+        if before is not None:
+            cluster.shards_file.write_text(before)
+        raise
+
+
 def add_aggregator(cluster: LocalCluster) -> str:
-    """Start one more aggregator; once it reads every shard, nginx sends it reads too."""
+    """Start one more aggregator; ``apply`` adds it to nginx once it reads every shard."""
     require_running(cluster)
     with cluster.admin_lock():
-        topology = load(cluster.shards_file)
+        topology = cluster.running_topology()
         slot = len(topology.aggregators) + 1
-        address = f"{HOST}:{cluster.allocate_port(AGGREGATOR_PORT_OFFSET, slot, cluster.used_ports(topology))}"
+        address = f"{cluster.host}:{cluster.allocate_port(AGGREGATOR_PORT_OFFSET, slot, cluster.used_ports(topology))}"
         record = cluster.start_aggregator(len(topology.aggregators), address)
         step(f"{record.name}: starting on {address}; waiting until it has read every shard")
         try:
             wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
+            apply_edit(cluster, topology.with_aggregators([*topology.aggregators, address]))
         except BaseException:
             stop(record)  # not in the shard file: run never restarts it, so nothing else would stop it
             cluster.registry.remove(record.name)
             raise
-        grown = topology.with_aggregators([*topology.aggregators, address])
-        step("re-rendering nginx and reloading it: reads now reach the new aggregator")
-        reload_nginx(cluster, grown)
-        save(grown, cluster.shards_file)
         step(f"{record.name} added")
         return record.name
 
@@ -113,26 +106,29 @@ def start_shard_parts(cluster: LocalCluster, shard: Shard) -> None:
         for record in cluster.start_writers(shard):
             wait_ready(record, timeout_s=cluster.settings.ready_timeout_s)
     except BaseException:
-        for record in cluster.registry.all("writer"):
-            if record.shard == shard.name:
-                stop(record)
-                cluster.registry.remove(record.name)
-        cluster.postgres(shard).stop()
+        stop_shard_parts(cluster, shard)
         raise
 
 
+def stop_shard_parts(cluster: LocalCluster, shard: Shard) -> None:
+    for record in cluster.registry.all("writer"):
+        if record.shard == shard.name:
+            stop(record)
+            cluster.registry.remove(record.name)
+    cluster.postgres(shard).stop()
+
+
 def retire_shard(cluster: LocalCluster, name: str) -> None:
-    """nginx stops routing to it, then its writer drains and stops; its data stays read."""
+    """The local case of ``apply`` with the shard marked retired; then its writer here drains and stops."""
     require_running(cluster)
     with cluster.admin_lock():
-        topology = load(cluster.shards_file)
+        topology = cluster.running_topology()
         try:
             retired = topology.with_state(name, RETIRED)
         except KeyError:
-            raise ClusterError(f"no shard named {name!r} in {cluster.shards_file}") from None
+            raise ClusterError(f"no shard named {name!r} in {cluster.applied_file}") from None
         step(f"shard {name}: re-rendering nginx without it and reloading")
-        reload_nginx(cluster, retired)
-        save(retired, cluster.shards_file)
+        apply_edit(cluster, retired)
         for record in cluster.registry.all("writer"):
             if record.shard == name:
                 step(f"shard {name}: stopping writer {record.name} (pid {record.pid}); it drains first")
@@ -141,70 +137,11 @@ def retire_shard(cluster: LocalCluster, name: str) -> None:
         step(f"shard {name} retired: it takes no writes and its data is still read")
 
 
-def aggregator_reads(record: ProcessRecord, shard: str) -> bool:
-    """Whether an aggregator reads ``shard``: listed by its GET /shards with an answer from its database."""
-    status, _, text = http_get(f"http://{record.address}/shards")
-    if status != 200:
-        return False
-    try:
-        listed = {s["name"]: s for s in json.loads(text)["shards"]}
-    except (ValueError, KeyError, TypeError):
-        return False
-    return shard in listed and bool(listed[shard].get("healthy")) and listed[shard].get("identity") is not None
-
-
-def wait_aggregators_read(cluster: LocalCluster, shard: str) -> None:
-    records = cluster.registry.all("aggregator")
-    for record in records:
-        if alive(record):
-            os.kill(record.pid, signal.SIGHUP)  # re-read the shard file now
-    for record in records:
-        if not wait_for(lambda: aggregator_reads(record, shard), AGGREGATOR_PICKUP_TIMEOUT_S):  # noqa: B023
-            raise ClusterError(f"{record.name} at {record.address} does not read shard {shard!r} after "
-                               f"{AGGREGATOR_PICKUP_TIMEOUT_S:.0f}s; nginx was NOT reloaded, so no write "
-                               f"reaches the shard yet. See {record.log}")
-
-
-def reload_nginx(cluster: LocalCluster, topology: Topology | None = None) -> None:
-    """Render, test and reload; return once every worker of the old configuration has exited.
-
-    Until then an old worker may still route a request on a connection it
-    already had, by the old ring.
-    """
-    record = cluster.registry.get("nginx")
-    if record is None or not alive(record):
-        raise ClusterError("nginx of this cluster is not running")
-    topology = topology if topology is not None else load(cluster.shards_file)
-    generation = cluster.write_nginx_conf(topology)
-    cluster.write_prometheus_conf(topology)
-    old = workers(record.pid)
-    nginx.reload(cluster.nginx_conf, cluster.nginx_dir)
-    url = f"http://127.0.0.1:{cluster.settings.port}/healthz"
-    served = wait_for(lambda: http_get(url)[1].get("X-Reactions-Generation") == generation, RELOAD_TIMEOUT_S)
-    if not served or not wait_for(lambda: not set(workers(record.pid)) & set(old), RELOAD_TIMEOUT_S):
-        raise ClusterError(f"nginx did not finish reloading in {RELOAD_TIMEOUT_S:.0f}s; see {cluster.nginx_dir}")
-
-
-def workers(master_pid: int) -> list[int]:
-    """The live child processes of nginx's master (its workers)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(fields[1]) == master_pid and fields[0] not in ("Z", "X"):
-            found.append(int(proc.name))
-    return found
-
-
 def status(cluster: LocalCluster) -> str:
     """The topology, the health of every part and how often ``run`` restarted it."""
     if not cluster.shards_file.exists():
         return f"no cluster in DATA_DIR={cluster.root}"
-    topology = load(cluster.shards_file)
+    topology = cluster.running_topology()
     run_pid = cluster.running_pid()
     restarts = restart_counts(cluster.root)
     lines = [f"cluster {cluster.root}: " + (f"running (run pid {run_pid})" if run_pid else "not running"),
@@ -213,7 +150,7 @@ def status(cluster: LocalCluster) -> str:
     for shard in topology.shards:
         pg, name = cluster.postgres(shard), f"postgres-{shard.name}"
         pid = pg.pid()
-        lines.append(part_line(name, shard.state, pid, f"127.0.0.1:{pg.port}", "up" if pid else "down", restarts))
+        lines.append(part_line(name, shard.state, pid, f"{cluster.host}:{pg.port}", "up" if pid else "down", restarts))
         for record in (r for r in records.values() if r.shard == shard.name):
             lines.append(part_line(record.name, shard.state, record.pid, record.address, health(record), restarts))
     for record in records.values():

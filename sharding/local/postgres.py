@@ -15,10 +15,13 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sharding.local.passfile import ensure_passfile, password_of, scram_verifier
 from sharding.local.processes import POLL_S, start_ticks
 
 PG_USER = os.environ.get("REACTIONS_PG_OS_USER", "postgres")
@@ -37,6 +40,15 @@ PID_START_SLACK_S = 3.0
 # postmaster) may take to go: backends notice the postmaster's death at their
 # next wait, which under load is a moment, not minutes.
 CRASH_CLEANUP_TIMEOUT_S = 30.0
+# Every connection, local socket or TCP, proves the password (README, The local stack).
+AUTH_METHOD = "scram-sha-256"
+# Off loopback, who may connect (with the password): the host's own subnet, unless told otherwise.
+DEFAULT_ALLOWED_CLIENTS = "samenet"
+
+
+def default_passfile() -> Path:
+    """libpq's own choice: PGPASSFILE, else ~/.pgpass."""
+    return Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
 
 
 def pg_bin(name: str) -> str:
@@ -62,12 +74,17 @@ class LocalPostgres:
     ``listen_address`` is where it listens and what its DSNs name;
     ``command_prefix`` goes before the server commands (``pg_ctl``), for a
     server run in another network namespace (``("ip", "netns", "exec", NS)``).
+    ``passfile`` holds the ``postgres`` role's password (created with a new
+    secret if missing; passfile.py); ``allowed_clients`` is pg_hba's address
+    field for clients off loopback.
     """
 
     data_dir: Path
     port: int
     listen_address: str = LOOPBACK
     command_prefix: tuple[str, ...] = ()
+    passfile: Path = field(default_factory=default_passfile)
+    allowed_clients: str = DEFAULT_ALLOWED_CLIENTS
 
     @property
     def dsn(self) -> str:
@@ -84,17 +101,18 @@ class LocalPostgres:
         return (self.data_dir / "PG_VERSION").exists()
 
     def init(self) -> None:
-        """initdb (once) with trust auth on loopback only (and the host's own subnet off loopback)."""
+        """initdb (once): scram-sha-256 for every connection, the passfile's password for ``postgres``."""
         if self.initialized():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._give_to_pg_user(self.data_dir)
-        subprocess.run(
-            as_pg_user([pg_bin("initdb"), "-D", str(self.data_dir), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                        "--locale=C.UTF-8"]),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        with self._password_file() as pwfile:
+            subprocess.run(
+                as_pg_user([pg_bin("initdb"), "-D", str(self.data_dir), "-U", PG_USER, f"--auth={AUTH_METHOD}",
+                            f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"]),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# Reactions shard\n"
@@ -104,12 +122,60 @@ class LocalPostgres:
                 f"max_connections = {MAX_CONNECTIONS}\n"
                 "synchronous_commit = on\n"
                 "fsync = on\n"
+                f"password_encryption = '{AUTH_METHOD}'\n"
             )
         if self.listen_address != LOOPBACK:
-            # Clients reach a namespaced server from the bridge's address; samenet
-            # is the namespace's own subnet, so nothing beyond the test's bridge.
+            # Clients on other hosts, with the password; samenet by default: the host's own subnet.
             with open(self.data_dir / "pg_hba.conf", "a") as hba:
-                hba.write("\n# Reactions: the test host's own subnet\nhost all all samenet trust\n")
+                hba.write(f"\n# Reactions: clients off this host\nhost all all {self.allowed_clients} {AUTH_METHOD}\n")
+
+    @contextlib.contextmanager
+    def _password_file(self) -> Iterator[Path]:
+        """The password alone in a file only the server's user reads, for initdb; removed at once after."""
+        ensure_passfile(self.passfile, PG_USER)
+        password = password_of(self.passfile, PG_USER)
+        folder = Path(tempfile.mkdtemp(prefix="reactions-pw-"))
+        try:
+            path = folder / "pw"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(password + "\n")
+            if os.geteuid() == 0:
+                user = pwd.getpwnam(PG_USER)
+                os.chown(folder, user.pw_uid, user.pw_gid)
+                os.chown(path, user.pw_uid, user.pw_gid)
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def require_password(self) -> None:
+        """A data directory made before passwords (trust in pg_hba.conf): set the password, then require it.
+
+        The role gets the password's SCRAM verifier (the password itself is never
+        sent), over stdin, while trust still lets us in; then pg_hba.conf says
+        scram-sha-256 wherever it said trust, and the server reloads it.
+        """
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        if not any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#")):
+            return
+        ensure_passfile(self.passfile, PG_USER)
+        verifier = scram_verifier(password_of(self.passfile, PG_USER))
+        subprocess.run([*self._psql("postgres"), "-f", "-"], input=f"ALTER ROLE {PG_USER} PASSWORD '{verifier}';\n",
+                       check=True, capture_output=True, text=True, env=self._client_env())
+        rewritten = [line.rsplit("trust", 1)[0] + AUTH_METHOD
+                     if line.split()[-1:] == ["trust"] and not line.lstrip().startswith("#") else line
+                     for line in lines]
+        hba.write_text("\n".join(rewritten) + "\n")
+        subprocess.run(self.server_command([pg_bin("pg_ctl"), "-D", str(self.data_dir), "reload"]), check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def _psql(self, database: str) -> list[str]:
+        return [pg_bin("psql"), "-h", self.listen_address, "-p", str(self.port), "-U", PG_USER, "-d", database,
+                "-tAq", "-v", "ON_ERROR_STOP=1", "-w"]
+
+    def _client_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSFILE": str(self.passfile)}
 
     def server_command(self, argv: list[str]) -> list[str]:
         """A server command as the PostgreSQL user, behind the command prefix (which must run as root)."""
@@ -124,6 +190,7 @@ class LocalPostgres:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        self.require_password()
         self.create_database(DATABASE)
 
     def stop(self, mode: str = "fast") -> None:
@@ -187,14 +254,14 @@ class LocalPostgres:
         """Create a database unless it exists (names are our own identifiers)."""
         if not name.isidentifier():
             raise ValueError(f"bad database name {name!r}")
-        psql = [pg_bin("psql"), "-h", self.listen_address, "-p", str(self.port), "-U", PG_USER, "-d", "postgres",
-                "-tAq", "-v", "ON_ERROR_STOP=1"]
+        psql = self._psql("postgres")
         exists = subprocess.run(
             [*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=self._client_env(),
         ).stdout.strip()
         if exists != "1":
-            subprocess.run([*psql, "-c", f"CREATE DATABASE {name}"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([*psql, "-c", f"CREATE DATABASE {name}"], check=True, stdout=subprocess.DEVNULL,
+                           env=self._client_env())
 
     @staticmethod
     def _give_to_pg_user(path: Path) -> None:

@@ -42,10 +42,11 @@ class ProcessRecord:
     port: int
     log: str
     shard: str | None = None
+    host: str = "127.0.0.1"  # where it listens (records made before HOST existed have none)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -179,7 +180,7 @@ class Registry:
 
 
 def spawn(name: str, role: str, argv: Sequence[str], *, port: int, log: Path, env: Mapping[str, str],
-          cwd: Path, shard: str | None = None) -> ProcessRecord:
+          cwd: Path, shard: str | None = None, host: str = "127.0.0.1") -> ProcessRecord:
     """Start a process in its own session (so a terminal's Ctrl-C reaches only ``run``)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -190,7 +191,8 @@ def spawn(name: str, role: str, argv: Sequence[str], *, port: int, log: Path, en
     if started is None:
         proc.wait()
         raise ProcessError(f"{name} exited at once (exit {proc.returncode}); see {log}")
-    return ProcessRecord(name=name, role=role, pid=proc.pid, started=started, port=port, log=str(log), shard=shard)
+    return ProcessRecord(name=name, role=role, pid=proc.pid, started=started, port=port, log=str(log), shard=shard,
+                         host=host)
 
 
 def stop(record: ProcessRecord, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
@@ -258,12 +260,12 @@ def log_tail(path: str, lines: int = 15) -> str:
         return "(no log)"
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether nothing listens on the port (servers set SO_REUSEADDR, so TIME_WAIT does not count)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True

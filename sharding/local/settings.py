@@ -17,8 +17,13 @@ WRITER_PORT_OFFSET = 100
 AGGREGATOR_PORT_OFFSET = 200
 POSTGRES_PORT_OFFSET = 300
 PORT_SPAN = 400
+# nginx serves the applied shard file to aggregators on other hosts on PORT+1 (internal, never PORT itself).
+TOPOLOGY_PORT_OFFSET = 1
 MAX_SLOTS = 99
+# Where every part of ``make run`` listens unless HOST says otherwise: loopback.
 HOST = "127.0.0.1"
+# The file of the cluster's PostgreSQL password, in DATA_DIR unless PASSFILE says otherwise.
+PASSFILE_NAME = "pgpass"
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,10 @@ class ClusterSettings:
     shards: int = 3
     aggregators: int = 2
     data_dir: Path = Path("var")
+    # The address every local part listens on and the shard file names (nothing assumes loopback).
+    host: str = HOST
+    # The libpq passfile with the PostgreSQL password (None: DATA_DIR/pgpass, made on first start).
+    passfile: Path | None = None
     # How long any one part may take to become ready.
     ready_timeout_s: float = 60.0
     writer_argv: tuple[str, ...] = (sys.executable, "-m", "writer.main")
@@ -41,6 +50,8 @@ class ClusterSettings:
             shards=env_int("SHARDS", cls.shards, minimum=1),
             aggregators=env_int("AGGREGATORS", cls.aggregators, minimum=1),
             data_dir=Path(env_str("DATA_DIR", str(cls.data_dir))),
+            host=env_str("HOST", cls.host),
+            passfile=Path(env_str("PASSFILE", "")) if env_str("PASSFILE", "") else None,
         )
         settings.validate()
         return settings
@@ -50,6 +61,11 @@ class ClusterSettings:
             raise SettingsError(f"PORT must be at most {65535 - PORT_SPAN} (internal ports go up to PORT+{PORT_SPAN})")
         if self.shards > MAX_SLOTS or self.aggregators > MAX_SLOTS:
             raise SettingsError(f"SHARDS and AGGREGATORS must be at most {MAX_SLOTS}")
+
+    @property
+    def pgpass(self) -> Path:
+        """The absolute passfile."""
+        return Path(os.path.abspath(self.passfile if self.passfile is not None else self.root / PASSFILE_NAME))
 
     @property
     def root(self) -> Path:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sharding.config import ConfigError, Topology, load
+from sharding.config import ConfigError, Topology
 from sharding.local.cluster import LocalCluster, port_of
 from sharding.local.processes import ProcessRecord, alive, describe_exit, reap_adopted
 from sharding.local.signals import SignalQueue
@@ -87,7 +87,7 @@ class Supervisor:
         """Look at every part once; schedule, or carry out, the restarts that are due."""
         reap_adopted()
         observed = self.observe()
-        topology = load(self.cluster.shards_file)  # read after the parts were looked at (see wanted)
+        topology = self.cluster.running_topology()  # read after the parts were looked at (see wanted)
         for part in observed:
             self.tend(part, topology, now)
         for gone in set(self.states) - {part.name for part in observed}:
@@ -96,7 +96,7 @@ class Supervisor:
 
     def observe(self) -> list[Observed]:
         cluster, found = self.cluster, []
-        for shard in load(cluster.shards_file).shards:
+        for shard in cluster.running_topology().shards:
             pg = cluster.postgres(shard)
             pid = pg.pid()
             found.append(Observed(f"postgres-{shard.name}", pid, pid, wanted_postgres(shard.name),
@@ -143,7 +143,7 @@ class Supervisor:
                 state.waiting_logged = True
                 return
             # A topology change may have finished since the tick read the shard file.
-            if not part.wanted(load(self.cluster.shards_file)):
+            if not part.wanted(self.cluster.running_topology()):
                 state.due_at = None
                 return
             state.waiting_logged = False
@@ -214,7 +214,7 @@ def wanted_aggregator(record: ProcessRecord) -> Callable[[Topology], bool]:
 
 def restart_postgres(cluster: LocalCluster, shard: str) -> Callable[[], int]:
     def restart() -> int:
-        pg = cluster.postgres(load(cluster.shards_file).shard(shard))
+        pg = cluster.postgres(cluster.running_topology().shard(shard))
         pg.restart_after_crash()
         pid = pg.pid()
         if pid is None:
@@ -225,7 +225,7 @@ def restart_postgres(cluster: LocalCluster, shard: str) -> Callable[[], int]:
 
 def restart_writer(cluster: LocalCluster, record: ProcessRecord) -> Callable[[], int]:
     def restart() -> int:
-        shard = load(cluster.shards_file).shard(record.shard or "")
+        shard = cluster.running_topology().shard(record.shard or "")
         return cluster.start_writer(shard, shard.writers.index(record.address)).pid
     return restart
 

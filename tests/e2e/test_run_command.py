@@ -15,6 +15,7 @@ from sharding.local.cluster import LocalCluster
 from sharding.local.processes import alive, start_ticks
 from sharding.local.settings import ClusterSettings
 from tests.support.cluster import REPO_ROOT, cli_env, free_base_port, own_past_hour_ts, post, wait_counts
+from tests.support.passwords import session_passfile
 from tests.support.run_command import RunCommand
 from tests.support.tmpdirs import world_traversable_tmpdir
 
@@ -22,7 +23,8 @@ from tests.support.tmpdirs import world_traversable_tmpdir
 @pytest.fixture
 def run_command() -> Iterator[RunCommand]:
     root = world_traversable_tmpdir("reactions-run-")
-    cluster = LocalCluster(ClusterSettings(port=free_base_port(), data_dir=root / "data"))
+    cluster = LocalCluster(ClusterSettings(port=free_base_port(), data_dir=root / "data",
+                                           passfile=session_passfile()))
     command = RunCommand(cluster, root / "run.out")
     yield command
     if command.proc is not None and command.proc.poll() is None:

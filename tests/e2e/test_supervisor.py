@@ -28,6 +28,7 @@ from tests.support.cluster import (
     unique_users,
     wait_counts,
 )
+from tests.support.passwords import session_passfile
 from tests.support.run_command import RunCommand, processes_of, restart_lines
 from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.waiting import wait_until
@@ -38,7 +39,8 @@ RESTART_DEADLINE_S = 60.0
 
 def new_run(shards: int, aggregators: int) -> RunCommand:
     root = world_traversable_tmpdir("reactions-supervised-")
-    cluster = LocalCluster(ClusterSettings(port=free_base_port(), data_dir=root / "data"))
+    cluster = LocalCluster(ClusterSettings(port=free_base_port(), data_dir=root / "data",
+                                           passfile=session_passfile()))
     return RunCommand(cluster, root / "run.out", shards=shards, aggregators=aggregators)
 
 

@@ -173,7 +173,7 @@ async def postgres_freeze(cluster: GrayCluster, load: Load) -> list[str]:
 async def network_partition(cluster: GrayCluster, load: Load) -> list[str]:
     """Drop every packet of shard c's database host for OUTAGE_S: no reset, no ICMP, nothing."""
     return await database_outage(cluster, load, HOSTED, f"shard {HOSTED}'s database host is cut off",
-                                 cluster.host.partition, cluster.host.heal)
+                                 cluster.db_host.partition, cluster.db_host.heal)
 
 
 async def slow_link(cluster: GrayCluster, load: Load) -> list[str]:

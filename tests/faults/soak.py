@@ -162,6 +162,7 @@ def main() -> None:
     root = world_traversable_tmpdir("reactions-chaos-")
     settings = ClusterSettings(port=args.port, shards=3, aggregators=2, data_dir=root / "data",
                                service_env=SERVICE_ENV)
+    os.environ["PGPASSFILE"] = str(settings.pgpass)  # the audit's own connections to the shards
     stop_on_signals()
     started = time.monotonic()
     ok = False

@@ -11,6 +11,7 @@ postgres/nginx images, starting the stack with a Docker engine.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -65,6 +66,11 @@ def test_compose_file_parses_and_its_services_hang_together() -> None:
     assert f"./dashboard:{nginx.DASHBOARD_IN_CONTAINER}:ro" in services["nginx"]["volumes"]
     assert (ROOT / "dashboard" / "index.html").is_file()
     assert f"alias {nginx.DASHBOARD_IN_CONTAINER}/;" in (ROOT / "docker" / "nginx.conf").read_text()
+    secrets = compose_file()["secrets"]
+    for name, service in services.items():
+        assert "POSTGRES_HOST_AUTH_METHOD" not in service.get("environment", {}), f"{name}: no trust"
+        for secret in service.get("secrets", []):
+            assert (secret["source"] if isinstance(secret, dict) else secret) in secrets
     assert "/etc/reactions/nginx.conf" in services["nginx"]["command"]
 
 
@@ -102,7 +108,8 @@ def test_the_image_commands_run_outside_docker(postgres: LocalPostgres, shard_ds
                       ("aggregator-1", {"REACTIONS_SHARDS_FILE": str(shards_file)})]:
         port = free_port()
         # Outside a container it listens on 127.0.0.1 only.
-        env = {**services[name]["environment"], **env, "REACTIONS_HOST": "127.0.0.1", "REACTIONS_PORT": str(port)}
+        env = {**services[name]["environment"], **env, "REACTIONS_HOST": "127.0.0.1", "REACTIONS_PORT": str(port),
+               "PGPASSFILE": os.environ["PGPASSFILE"]}  # compose's secret is /run/secrets/pgpass
         argv = [sys.executable if a == "python" else a for a in services[name]["command"]]
         record = spawn(name, "check", argv, port=port, log=root / f"{name}.log", env=env, cwd=ROOT)
         try:

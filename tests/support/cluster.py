@@ -26,6 +26,7 @@ from sharding.config import Topology, load
 from sharding.local.cluster import LocalCluster
 from sharding.local.processes import port_is_free
 from sharding.local.settings import PORT_SPAN, ClusterSettings
+from tests.support.passwords import session_passfile
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 # Long enough for a loaded CI machine, short enough that a broken path fails fast.
@@ -53,7 +54,8 @@ def free_base_port() -> int:
 def start_cluster(shards: int, aggregators: int) -> Iterator[LocalCluster]:
     """Start a cluster in a temporary DATA_DIR, yield it, stop it: the body of a fixture."""
     settings = ClusterSettings(port=free_base_port(), shards=shards, aggregators=aggregators,
-                               data_dir=world_traversable_tmpdir("reactions-e2e-") / "data", service_env=TEST_ENV)
+                               data_dir=world_traversable_tmpdir("reactions-e2e-") / "data", service_env=TEST_ENV,
+                               passfile=session_passfile())
     cluster = LocalCluster(settings)
     cluster.acquire_run_lock()
     try:
@@ -132,7 +134,8 @@ async def shard_event_count(dsn: str) -> int:
 
 
 def cli_env(cluster: LocalCluster) -> dict[str, str]:
-    return {**os.environ, "PORT": str(cluster.settings.port), "DATA_DIR": str(cluster.root)}
+    return {**os.environ, "PORT": str(cluster.settings.port), "DATA_DIR": str(cluster.root),
+            "PASSFILE": str(cluster.passfile)}
 
 
 async def sharding_cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,7 @@ from sharding.local.postgres import LocalPostgres
 from sharding.local.settings import ClusterSettings
 from tests.support.cluster import TEST_ENV, free_base_port
 from tests.support.netns import Host, HostNetwork
+from tests.support.passwords import session_passfile
 from tests.support.postmaster import HOST_PG_PORT, postgres_in
 from tests.support.relay import Relay
 from tests.support.tmpdirs import world_traversable_tmpdir
@@ -36,21 +37,21 @@ class GrayCluster(LocalCluster):
 
     def __init__(self, settings: ClusterSettings, host: Host) -> None:
         super().__init__(settings)
-        self.host = host
+        self.db_host = host
         self.relay: Relay | None = None
 
     def new_shard(self, index: int, used: set[int]) -> Shard:
         shard = super().new_shard(index, used)
         port = shard.dsn.rsplit(":", 1)[1].split("/", 1)[0]
         if shard.name == HOSTED:
-            return replace(shard, dsn=shard.dsn.replace(f"127.0.0.1:{port}", f"{self.host.address}:{HOST_PG_PORT}"))
+            return replace(shard, dsn=shard.dsn.replace(f"127.0.0.1:{port}", f"{self.db_host.address}:{HOST_PG_PORT}"))
         if shard.name == RELAYED:
             return replace(shard, dsn=shard.dsn.replace(f":{port}/", f":{int(port) + RELAY_PORT_OFFSET}/"))
         return shard
 
     def postgres(self, shard: Shard) -> LocalPostgres:
         if shard.name == HOSTED:
-            return postgres_in(self.host, self.root / "pg" / shard.name)
+            return postgres_in(self.db_host, self.root / "pg" / shard.name)
         pg = super().postgres(shard)
         if shard.name == RELAYED:
             return LocalPostgres(pg.data_dir, pg.port - RELAY_PORT_OFFSET)
@@ -83,7 +84,7 @@ def gray_cluster(settings: ClusterSettings | None = None) -> Iterator[GrayCluste
     every process, namespace and link it made is gone at the end."""
     settings = settings or ClusterSettings(port=free_base_port(), shards=3, aggregators=2,
                                            data_dir=world_traversable_tmpdir("reactions-gray-") / "data",
-                                           service_env=TEST_ENV)
+                                           service_env=TEST_ENV, passfile=session_passfile())
     with HostNetwork() as network:
         host = network.add_host()
         cluster = GrayCluster(settings, host)
