@@ -195,7 +195,7 @@ async def add_and_retire_shard(cluster: LocalCluster, load: Load) -> list[str]:
     """add-shard, then retire an older shard (the new one where the others are kept for gray failures)."""
     added = await asyncio.to_thread(add_shard, cluster)
     await progress(load, f"after adding shard {added}")
-    kept = getattr(cluster, "kept_shards", frozenset())  # a GrayCluster's faults need its shards a, b and c
+    kept: frozenset[str] = getattr(cluster, "kept_shards", frozenset())  # a GrayCluster keeps a, b and c
     active = [s.name for s in load_topology(cluster.shards_file).active_shards if s.name not in kept]
     victim = next((name for name in active if name != added), added)
     await asyncio.to_thread(retire_shard, cluster, victim)

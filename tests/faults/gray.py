@@ -24,6 +24,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import aiohttp
 import asyncpg
@@ -236,7 +237,7 @@ def stopped_shard(pg: LocalPostgres) -> Iterator[None]:
 
 def on_side_port(pg: LocalPostgres) -> LocalPostgres:
     """The same data directory served on a port no service knows: for dumping or restoring unseen."""
-    return LocalPostgres(pg.data_dir, pg.port + 1, pg.listen_address, pg.command_prefix)
+    return replace(pg, port=pg.port + 1)
 
 
 def client(tool: str, pg: LocalPostgres, *args: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from tests.support.postmaster import processes_in
 # Rounds of looking for processes forked while we were stopping the others;
 # one is enough once the postmaster is stopped, the rest is a margin.
 FREEZE_ROUNDS = 5
+# How long the stopped processes may take to be seen stopped, and how often to look.
+STOP_DEADLINE_S = 10.0
+POLL_S = 0.01
 
 
 def _signal(pid: int, sig: signal.Signals) -> bool:
@@ -50,10 +54,21 @@ def freeze(pg: LocalPostgres, stopped: list[int]) -> None:
     for _ in range(FREEZE_ROUNDS):
         new = [pid for pid in processes_in(data_dir) if pid not in stopped]
         if not new:
-            return
+            break
         for pid in new:
             if _signal(pid, signal.SIGSTOP):
                 stopped.append(pid)
+    wait_stopped(stopped)
+
+
+def wait_stopped(pids: list[int], deadline_s: float = STOP_DEADLINE_S) -> None:
+    """Return once every pid is stopped or gone: a SIGSTOP takes effect when the process is next scheduled,
+    which on a busy machine is a moment after kill() returns."""
+    deadline = time.monotonic() + deadline_s
+    while not all(is_stopped(pid) or not Path(f"/proc/{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not all of {pids} stopped within {deadline_s:.0f}s")
+        time.sleep(POLL_S)
 
 
 def thaw(pg: LocalPostgres, stopped: list[int]) -> None:

@@ -54,7 +54,7 @@ class GrayCluster(LocalCluster):
             return postgres_in(self.db_host, self.root / "pg" / shard.name)
         pg = super().postgres(shard)
         if shard.name == RELAYED:
-            return LocalPostgres(pg.data_dir, pg.port - RELAY_PORT_OFFSET)
+            return replace(pg, port=pg.port - RELAY_PORT_OFFSET)
         return pg
 
     def start_postgres(self, shard: Shard) -> LocalPostgres:
