@@ -13,8 +13,10 @@ from aiohttp import web
 
 from common.events import Reaction
 from common.hours import current_hour
+from common.partitions import Pruned
+from common.pg import WaitBounds
 from common.schema import migrate
-from writer import db
+from writer import db, retention
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
@@ -35,7 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
     app[GATE] = ListenGate(settings.host, settings.port)
-    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx])
+    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx])
     setup_routes(app)
     return app
 
@@ -85,6 +87,23 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HEALTH] = health
     app[METRICS].watch_database(lambda: health.up)
     task = asyncio.create_task(health.run(), name="database-health")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The raw log's upkeep (writer/retention.py), in its own task: partitions ahead, old days dropped."""
+    settings, pool = app[SETTINGS], app[POOL]
+    bounds = WaitBounds(acquire_s=settings.acquire_timeout_s, statement_s=retention.ROUND_TIMEOUT_S)
+
+    async def maintain(today: int) -> tuple[list[int], list[Pruned]]:
+        return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days)
+
+    task = asyncio.create_task(retention.run(maintain), name="raw-log-upkeep")
     try:
         yield
     finally:
