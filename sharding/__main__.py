@@ -5,6 +5,8 @@
     add-aggregator      add an aggregator replica to the running cluster
     retire-shard NAME   stop writes to a shard; its data stays readable
     status              the topology and the health of every part
+    prune [--older-than-days N]    drop raw events older than N days on every shard (rollups stay)
+    verify-shard NAME [--repair]   check a shard's rollups against its raw events (and rebuild what differs)
     render-nginx        print the nginx configuration for a shard file (docker compose)
     render-compose      print docker-compose.yml for a shard file of compose service names
     render-prometheus   print a Prometheus configuration scraping every writer and aggregator of a shard file
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.rollups import NotCovered
 from common.settings import SettingsError
 from sharding import compose, nginx, prometheus
 from sharding.config import ConfigError, load
 from sharding.local.cluster import ClusterError, LocalCluster
+from sharding.local.lifecycle import prune, verify_shard
 from sharding.local.operations import add_aggregator, add_shard, retire_shard, run, status
 from sharding.local.processes import ProcessError
 from sharding.local.settings import ClusterSettings
@@ -34,6 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     retire = commands.add_parser("retire-shard", help="stop writes to a shard, keep its data readable")
     retire.add_argument("name")
     commands.add_parser("status", help="show topology and health")
+    prune_cmd = commands.add_parser("prune", help="drop raw-log days past the retention on every shard now")
+    prune_cmd.add_argument("--older-than-days", type=int, default=None,
+                           help="keep this many whole days before today (default: REACTIONS_RAW_RETENTION_DAYS, 30)")
+    verify = commands.add_parser("verify-shard", help="check a shard's rollups against its raw events")
+    verify.add_argument("name")
+    verify.add_argument("--repair", action="store_true", help="rebuild every mismatched hour from its raw events")
     render = commands.add_parser("render-nginx", help="print the nginx configuration of a shard file")
     render.add_argument("--shards-file", required=True)
     render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
@@ -57,6 +67,28 @@ def render_nginx(args: argparse.Namespace) -> None:
     sys.stdout.write(nginx.render(load(args.shards_file), layout, args.shards_file))
 
 
+def cluster_command(cluster: LocalCluster, args: argparse.Namespace) -> None:
+    """The commands that act on the cluster of this PORT and DATA_DIR."""
+    if args.command == "run":
+        run(cluster)
+    elif args.command == "add-shard":
+        add_shard(cluster)
+    elif args.command == "add-aggregator":
+        add_aggregator(cluster)
+    elif args.command == "retire-shard":
+        retire_shard(cluster, args.name)
+    elif args.command == "prune":
+        days = cluster.settings.raw_retention_days if args.older_than_days is None else args.older_than_days
+        if days < 1:
+            raise SettingsError("--older-than-days must be at least 1 (today and yesterday are written to)")
+        prune(cluster, days)
+    elif args.command == "verify-shard":
+        if not verify_shard(cluster, args.name, args.repair):
+            sys.exit(1)
+    else:
+        print(status(cluster))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -70,18 +102,8 @@ def main(argv: list[str] | None = None) -> None:
             layout = prometheus.ScrapeLayout(rules_file=args.rules_file, interval=args.interval)
             sys.stdout.write(prometheus.render(load(args.shards_file), layout, args.shards_file))
             return
-        cluster = LocalCluster(ClusterSettings.from_env())
-        if args.command == "run":
-            run(cluster)
-        elif args.command == "add-shard":
-            add_shard(cluster)
-        elif args.command == "add-aggregator":
-            add_aggregator(cluster)
-        elif args.command == "retire-shard":
-            retire_shard(cluster, args.name)
-        else:
-            print(status(cluster))
-    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError) as exc:
+        cluster_command(LocalCluster(ClusterSettings.from_env()), args)
+    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError, NotCovered) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
