@@ -64,6 +64,9 @@ class AuditReport:
     stored: int = 0  # rows of the record's keys in the shards
     counted: int = 0  # events of the record counted by the final GETs
     lost: list[str] = field(default_factory=list)
+    # Acknowledged after a backup that a shard was then restored from: expected
+    # losses of a restore, reported, not failures.
+    lost_by_restore: list[str] = field(default_factory=list)
     refused_but_stored: list[str] = field(default_factory=list)
     duplicated: int = 0  # keys stored twice (a retry that another shard took)
     over_stored: list[str] = field(default_factory=list)
@@ -87,7 +90,8 @@ class AuditReport:
         return (f"{self.name:<26} acknowledged={self.acknowledged:<6} unanswered={self.unanswered:<3} "
                 f"unknown={self.unknown:<3} refused={self.refused:<4} retried={self.retried_after_no_answer:<3} "
                 f"stored={self.stored:<6} counted={self.counted:<6} duplicated={self.duplicated:<2} "
-                f"lost={len(self.lost)} wrong={len(self.wrong)} refused_but_counted={len(self.refused_but_stored)} "
+                f"lost={len(self.lost)} lost_by_restore={len(self.lost_by_restore)} wrong={len(self.wrong)} "
+                f"refused_but_counted={len(self.refused_but_stored)} "
                 f"slowest={self.slowest_s:.2f}s hours={self.hours}")
 
 
@@ -140,7 +144,9 @@ def check_keys(record: AuditRecord, stored: Stored, report: AuditReport) -> None
         copies = stored.copies.get(sent.key, 0)
         outcome = sent.outcome
         if outcome is Outcome.ACKED and copies == 0:
-            report.lost.append(f"{sent.key} {sent.user} {sent.event} ts={sent.ts}")
+            lost = f"{sent.key} {sent.user} {sent.event} ts={sent.ts}"
+            sent.lost_by_restore = any(r.may_have_lost(sent) for r in record.restores)
+            (report.lost_by_restore if sent.lost_by_restore else report.lost).append(lost)
         if outcome is Outcome.REFUSED and copies:
             report.refused_but_stored.append(f"{sent.key} (answers: {'; '.join(sent.refusals)})")
         if copies > (outcome is Outcome.ACKED) + sent.ambiguous:
