@@ -117,6 +117,15 @@ class MissingPartition(NotStored):
     """The batch held an event for a day without a partition: rolled back, nothing stored."""
 
 
+class CannotWrite(NotStored):
+    """PostgreSQL could not write (no space left, an I/O error) and rolled the batch back."""
+
+
+# Class 53 (insufficient resources: disk_full is 53100) and io_error: a shard
+# that cannot write, which the health probe must then see (writer/health.py).
+CANNOT_WRITE_SQLSTATES = ("53100", "58030")
+
+
 async def _commit_once(
     conn: asyncpg.Connection, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int
 ) -> None:
@@ -129,6 +138,8 @@ async def _commit_once(
             raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
         if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
             raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
+        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
+            raise CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})") from exc
         raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
     except TimeoutError as exc:
         raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
@@ -177,19 +188,40 @@ ON CONFLICT (writer) DO UPDATE SET beats = h.beats + 1, at = now()
 MIGRATE_TIMEOUT_S = 30.0
 
 
-async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str) -> None:
-    """Commit one heartbeat within ``bounds``; raise on any failure.
+# Proof that the shard can allocate space: a table made and filled in a
+# transaction that is then rolled back (its file is removed). Two pages of
+# rows too small to be compressed or moved out of line: each new page is
+# written to the file as it is added, so a full disk fails here at once.
+SPACE_PROBE = """
+CREATE TABLE writer_space_probe (pad bytea);
+INSERT INTO writer_space_probe SELECT decode(repeat('a5', 1000), 'hex') FROM generate_series(1, 16);
+"""
+
+
+async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str, prove_space: bool = False) -> None:
+    """Commit one heartbeat within ``bounds`` (first proving space, if asked); raise on any failure.
 
     A database without the schema is given it first (bounded by MIGRATE_TIMEOUT_S).
     """
     try:
         async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
+            if prove_space:
+                await _prove_space(conn)
             await conn.execute(HEARTBEAT, writer)
     except asyncpg.UndefinedTableError:
         migration = WaitBounds(acquire_s=bounds.acquire_s, statement_s=MIGRATE_TIMEOUT_S)
         async with bounded_connection(pool, migration) as conn, asyncio.timeout(MIGRATE_TIMEOUT_S):
             await migrate(conn)
             await conn.execute(HEARTBEAT, writer)
+
+
+async def _prove_space(conn: asyncpg.Connection) -> None:
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute(SPACE_PROBE)
+    finally:
+        await transaction.rollback()
 
 
 # Session settings of every writer connection, sent when it connects. They

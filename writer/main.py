@@ -82,7 +82,7 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
             committer.refuse(f"the shard's database is unavailable ({reason}); retry")
         gate.want_open(reason is None)
 
-    health = DatabaseHealth(lambda: db.heartbeat(pool, settings.probe_bounds, name), on_change,
+    health = DatabaseHealth(lambda prove_space: db.heartbeat(pool, settings.probe_bounds, name, prove_space), on_change,
                             interval_s=settings.probe_interval_s)
     app[HEALTH] = health
     app[METRICS].watch_database(lambda: health.up)
@@ -122,6 +122,8 @@ def make_committer(app: web.Application) -> Committer:
         metrics.on_failure(size, exc)
         if isinstance(exc, OutcomeUnknown) and HEALTH in app:
             app[HEALTH].commit_outcome_unknown(str(exc))
+        elif isinstance(exc, db.CannotWrite) and HEALTH in app:
+            app[HEALTH].cannot_write(str(exc))
 
     stats = BatchStats(on_commit=metrics.on_commit, on_failure=on_failure)
     if not settings.batching:
