@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 PROMETHEUS_PORT ?= 9090
 
-.PHONY: install system-deps lint test run add-shard apply add-aggregator status monitor bench chaos clean
+.PHONY: install system-deps lint test run add-shard apply add-aggregator status prune verify-shard monitor bench chaos clean
 
 # System packages a fresh Debian machine lacks (nginx, PostgreSQL server).
 system-deps:
@@ -42,6 +42,14 @@ add-aggregator: install
 
 status: install
 	$(PY) -m sharding status
+
+# Drop raw events older than the retention now, on every shard (OLDER_THAN_DAYS=N to choose).
+prune: install
+	$(PY) -m sharding prune $(if $(OLDER_THAN_DAYS),--older-than-days $(OLDER_THAN_DAYS))
+
+# Check a shard's rollups against its raw events: make verify-shard SHARD=a [REPAIR=1]
+verify-shard: install
+	$(PY) -m sharding verify-shard $(SHARD) $(if $(REPAIR),--repair)
 
 # Prometheus in the foreground on the configuration `make run` keeps in DATA_DIR
 # (every writer and aggregator, monitoring/rules.yml); its data in DATA_DIR/prometheus.

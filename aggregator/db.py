@@ -21,14 +21,16 @@ IDENTITY_COLUMNS = "i.system_identifier, i.database_oid, i.timeline, i.shard_uui
 # versions become visible in order: "above v" never skips a late commit.
 HOUR_SINCE = f"""
 SELECT {IDENTITY_COLUMNS}, c.clicks, c.impressions, c.version,
-       ARRAY(SELECT u.username FROM hour_users u WHERE u.hour = $1 AND u.version > $2 AND c.hour IS NOT NULL)
+       ARRAY(SELECT u.username FROM hour_users u WHERE u.hour = $1 AND u.version > $2 AND c.hour IS NOT NULL),
+       c.epoch
 FROM reactions_identity() i LEFT JOIN hour_counts c ON c.hour = $1
 """
 
 # The whole hour (a cold read of a past or future hour).
 HOUR_ALL = f"""
 SELECT {IDENTITY_COLUMNS}, c.clicks, c.impressions, c.version,
-       ARRAY(SELECT u.username FROM hour_users u WHERE u.hour = $1 AND c.hour IS NOT NULL)
+       ARRAY(SELECT u.username FROM hour_users u WHERE u.hour = $1 AND c.hour IS NOT NULL),
+       c.epoch
 FROM reactions_identity() i LEFT JOIN hour_counts c ON c.hour = $1
 """
 
@@ -50,7 +52,8 @@ LEFT JOIN users ON users.hour = c.hour
 HOUR_VERSIONS = f"""
 SELECT {IDENTITY_COLUMNS},
        ARRAY(SELECT c.hour FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour),
-       ARRAY(SELECT c.version FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour)
+       ARRAY(SELECT c.version FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour),
+       ARRAY(SELECT c.epoch FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour)
 FROM reactions_identity() i
 """
 
@@ -83,10 +86,11 @@ class ShardIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
-    """Which database an answer came from, and the hour's version there."""
+    """Which database an answer came from, and the hour's version and epoch there."""
 
     identity: ShardIdentity
     version: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +102,13 @@ class ShardHour:
     impressions: int
     version: int
     users: list[str]
+    # Bumped when a repair rewrote the hour (common/rollups.py): users may have
+    # been removed, which no "users above version v" read can show.
+    epoch: int = 0
 
     @property
     def stamp(self) -> Stamp:
-        return Stamp(self.identity, self.version)
+        return Stamp(self.identity, self.version, self.epoch)
 
 
 EMPTY_VERSION = 0
@@ -115,7 +122,7 @@ def _shard_hour(row: asyncpg.Record) -> ShardHour:
     identity = _identity(row)
     if row[6] is None:  # no batch has touched the hour on this shard
         return ShardHour(identity, 0, 0, EMPTY_VERSION, [])
-    return ShardHour(identity, row[4], row[5], row[6], row[7])
+    return ShardHour(identity, row[4], row[5], row[6], row[7], row[8])
 
 
 async def fetch_hour_since(conn: asyncpg.Connection, hour: int, version: int) -> ShardHour:
@@ -150,18 +157,19 @@ async def fetch_hours(conn: asyncpg.Connection, hours: Sequence[int]) -> ShardHo
 
 @dataclass(frozen=True, slots=True)
 class HourStamps:
-    """One shard's identity and the current version of some hours (EMPTY_VERSION where an hour has no row)."""
+    """One shard's identity and the current version and epoch of some hours (EMPTY_VERSION, 0: no row)."""
 
     identity: ShardIdentity
-    versions: dict[int, int]
+    versions: dict[int, tuple[int, int]]
 
     def stamp(self, hour: int) -> Stamp:
-        return Stamp(self.identity, self.versions.get(hour, EMPTY_VERSION))
+        version, epoch = self.versions.get(hour, (EMPTY_VERSION, 0))
+        return Stamp(self.identity, version, epoch)
 
 
 async def fetch_stamps(conn: asyncpg.Connection, hours: Sequence[int]) -> HourStamps:
     row = await conn.fetchrow(HOUR_VERSIONS, list(hours))
-    return HourStamps(_identity(row), dict(zip(row[4], row[5], strict=True)))
+    return HourStamps(_identity(row), {h: (v, e) for h, v, e in zip(row[4], row[5], row[6], strict=True)})
 
 
 async def fetch_identity(conn: asyncpg.Connection) -> ShardIdentity:

@@ -42,6 +42,7 @@ class ShardCursor:
     clicks: int = 0
     impressions: int = 0
     version: int = db.EMPTY_VERSION
+    epoch: int = 0
     # The database these counters came from; another one behind the same DSN
     # means starting over (its versions say nothing about what we hold).
     identity: db.ShardIdentity | None = None
@@ -82,8 +83,9 @@ class LiveHour:
         """Merge one shard's increment; True if anything changed."""
         cursor = self.cursors.setdefault(shard, ShardCursor())
         if cursor.identity is None:
-            cursor.identity = fresh.identity
-        elif fresh.identity != cursor.identity or fresh.version < cursor.version:  # replaced, restored, truncated
+            cursor.identity, cursor.epoch = fresh.identity, fresh.epoch
+        elif (fresh.identity != cursor.identity or fresh.version < cursor.version  # replaced, restored, truncated
+              or fresh.epoch != cursor.epoch):  # repaired: users may be gone, read it whole
             self.needs_rebuild = True
             return False
         if fresh.version == cursor.version:
@@ -130,7 +132,8 @@ class LiveHour:
         """The hour as a cacheable past answer, if the last refresh was complete."""
         if self.body is None or self.stale_since_ms is not None or self.needs_rebuild:
             return None
-        stamps = {name: db.Stamp(c.identity, c.version) for name, c in self.cursors.items() if c.identity is not None}
+        stamps = {name: db.Stamp(c.identity, c.version, c.epoch)
+                  for name, c in self.cursors.items() if c.identity is not None}
         if len(stamps) != len(self.cursors):
             return None
         return HourAnswer(self.body, stamps, self.completed_at)

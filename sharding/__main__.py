@@ -7,6 +7,8 @@
     status              the topology and the health of every part
     apply               bring the running cluster to the shard file (DATA_DIR/shards.json), safely
     entry               run the entry host (nginx) of a cluster on several hosts, in the foreground
+    prune [--older-than-days N]    drop raw events older than N days on every shard (rollups stay)
+    verify-shard NAME [--repair]   check a shard's rollups against its raw events (and rebuild what differs)
     render-nginx        print the nginx configuration for a shard file (docker compose)
     render-compose      print docker-compose.yml for a shard file of compose service names
     render-kubernetes   print Kubernetes manifests for a shard file of Service names
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from common.rollups import NotCovered
 from common.settings import SettingsError
 from sharding import compose, kubernetes, nginx, prometheus
 from sharding.apply import Refused
@@ -27,6 +30,7 @@ from sharding.config import ConfigError, load
 from sharding.local.apply import apply_file
 from sharding.local.cluster import ClusterError, LocalCluster
 from sharding.local.entry_host import serve_entry
+from sharding.local.lifecycle import prune, verify_shard
 from sharding.local.operations import add_aggregator, add_shard, retire_shard, run, status
 from sharding.local.processes import ProcessError
 from sharding.local.settings import ClusterSettings
@@ -45,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     apply_cmd = commands.add_parser("apply", help="bring the running cluster to the shard file, in the safe order")
     apply_cmd.add_argument("--shards-file", default=None, help="the edited shard file (default: DATA_DIR/shards.json)")
     commands.add_parser("entry", help="the entry host (nginx) of a cluster on several hosts, in the foreground")
+    prune_cmd = commands.add_parser("prune", help="drop raw-log days past the retention on every shard now")
+    prune_cmd.add_argument("--older-than-days", type=int, default=None,
+                           help="keep this many whole days before today (default: REACTIONS_RAW_RETENTION_DAYS, 30)")
+    verify = commands.add_parser("verify-shard", help="check a shard's rollups against its raw events")
+    verify.add_argument("name")
+    verify.add_argument("--repair", action="store_true", help="rebuild every mismatched hour from its raw events")
     render = commands.add_parser("render-nginx", help="print the nginx configuration of a shard file")
     render.add_argument("--shards-file", required=True)
     render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
@@ -98,8 +108,22 @@ def operate(args: argparse.Namespace) -> None:
         "apply": lambda: apply_file(cluster, Path(args.shards_file) if args.shards_file else cluster.shards_file),
         "entry": lambda: serve_entry(cluster),
         "status": lambda: print(status(cluster)),
+        "prune": lambda: prune_cmd(cluster, args),
+        "verify-shard": lambda: verify_cmd(cluster, args),
     }
     commands[args.command]()
+
+
+def prune_cmd(cluster: LocalCluster, args: argparse.Namespace) -> None:
+    days = cluster.settings.raw_retention_days if args.older_than_days is None else args.older_than_days
+    if days < 1:
+        raise SettingsError("--older-than-days must be at least 1 (today and yesterday are written to)")
+    prune(cluster, days)
+
+
+def verify_cmd(cluster: LocalCluster, args: argparse.Namespace) -> None:
+    if not verify_shard(cluster, args.name, args.repair):
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     except Refused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         sys.exit(1)
-    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError) as exc:
+    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError, NotCovered) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 

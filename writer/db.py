@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import asyncpg
 
+from common import partitions
 from common.events import Reaction
 from common.pg import (
     WaitBounds,
@@ -19,6 +21,8 @@ from common.pg import (
 )
 from common.schema import LATE_WRITES_CHANNEL, migrate
 from writer.batcher import CommitFailed, NotStored, OutcomeUnknown
+
+log = logging.getLogger(__name__)
 
 # One statement, so one round trip and (outside a transaction block) one
 # commit per batch:
@@ -33,7 +37,7 @@ COMMIT_BATCH = f"""
 WITH ev AS (
     INSERT INTO reactions (ts, hour, username, event, idem_key)
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::smallint[], $5::text[])
-    ON CONFLICT (username, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
+    ON CONFLICT (username, idem_key, hour) WHERE idem_key IS NOT NULL DO NOTHING
     RETURNING hour, username, event
 ), per_hour AS (
     SELECT hour,
@@ -87,27 +91,88 @@ async def commit_bounded(
     or PostgreSQL reported an error (a single statement outside a transaction
     block: the error rolled it back). Unknown: the statement was sent and its
     answer never came (a timeout, a lost or shut-down connection).
+
+    A batch with an event for a day that has no partition (a late event, a
+    day already pruned) fails at once and is rolled back; its days'
+    partitions are made and the batch is committed once more, each step
+    within the commit bound.
     """
     try:
         async with bounded_connection(pool, bounds) as conn:
             if conn.is_closed():
                 raise NotStored("database connection closed before the commit; retry")
             try:
-                async with asyncio.timeout(bounds.statement_s):
-                    await commit_batch(conn, batch, current_hour)
-            except asyncpg.PostgresError as exc:
-                if is_connection_error(exc):
-                    raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
-                raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
-            except TimeoutError as exc:
-                raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
-            except (OSError, asyncpg.InterfaceError) as exc:
-                raise OutcomeUnknown(f"connection lost during the commit ({type(exc).__name__})") from exc
+                await _commit_once(conn, bounds, batch, current_hour)
+            except MissingPartition:
+                await _add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
+                await _commit_once(conn, bounds, batch, current_hour)
     except CommitFailed:
         raise
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Only acquiring can fail out here: the commit itself was never sent.
         raise NotStored(f"database unreachable ({type(exc).__name__}); retry") from exc
+
+
+class MissingPartition(NotStored):
+    """The batch held an event for a day without a partition: rolled back, nothing stored."""
+
+
+class CannotWrite(NotStored):
+    """PostgreSQL could not write (no space left, an I/O error) and rolled the batch back."""
+
+
+# Class 53 (insufficient resources: disk_full is 53100) and io_error: a shard
+# that cannot write, which the health probe must then see (writer/health.py).
+CANNOT_WRITE_SQLSTATES = ("53100", "58030")
+
+
+async def _commit_once(
+    conn: asyncpg.Connection, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int
+) -> None:
+    """One commit of the batch, its failure classified."""
+    try:
+        async with asyncio.timeout(bounds.statement_s):
+            await commit_batch(conn, batch, current_hour)
+    except asyncpg.PostgresError as exc:
+        if is_connection_error(exc):
+            raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
+        if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
+            raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
+        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
+            raise CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})") from exc
+        raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+    except TimeoutError as exc:
+        raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
+    except (OSError, asyncpg.InterfaceError) as exc:
+        raise OutcomeUnknown(f"connection lost during the commit ({type(exc).__name__})") from exc
+
+
+# PostgreSQL's check_violation: what an INSERT into a partitioned table reports
+# for a row that no partition accepts.
+NO_PARTITION_SQLSTATE = "23514"
+
+
+async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
+    """Make the partitions of ``days``; NotStored if that fails (the batch was already rolled back)."""
+    try:
+        async with asyncio.timeout(bounds.statement_s):
+            created = await partitions.ensure_days(conn, days)
+    except TimeoutError as exc:
+        conn.terminate()  # it may be stuck in the DDL: never handed back
+        raise NotStored("creating a day's partition took too long; retry") from exc
+    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        raise NotStored(f"could not create a day's partition ({type(exc).__name__}); retry") from exc
+    if created:
+        log.info("created the raw log's partitions for days %s on demand", created)
+
+
+async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int,
+                              retention_days: int) -> tuple[list[int], list[partitions.Pruned]]:
+    """Create the partitions ahead of today and drop those past the retention, within ``bounds``."""
+    async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
+        created = await partitions.ensure_ahead(conn, today)
+        pruned = await partitions.prune(conn, today, retention_days)
+    return created, pruned
 
 
 # The health probe: a durable commit of this writer's heartbeat row. A SELECT
@@ -123,19 +188,40 @@ ON CONFLICT (writer) DO UPDATE SET beats = h.beats + 1, at = now()
 MIGRATE_TIMEOUT_S = 30.0
 
 
-async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str) -> None:
-    """Commit one heartbeat within ``bounds``; raise on any failure.
+# Proof that the shard can allocate space: a table made and filled in a
+# transaction that is then rolled back (its file is removed). Two pages of
+# rows too small to be compressed or moved out of line: each new page is
+# written to the file as it is added, so a full disk fails here at once.
+SPACE_PROBE = """
+CREATE TABLE writer_space_probe (pad bytea);
+INSERT INTO writer_space_probe SELECT decode(repeat('a5', 1000), 'hex') FROM generate_series(1, 16);
+"""
+
+
+async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str, prove_space: bool = False) -> None:
+    """Commit one heartbeat within ``bounds`` (first proving space, if asked); raise on any failure.
 
     A database without the schema is given it first (bounded by MIGRATE_TIMEOUT_S).
     """
     try:
         async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
+            if prove_space:
+                await _prove_space(conn)
             await conn.execute(HEARTBEAT, writer)
     except asyncpg.UndefinedTableError:
         migration = WaitBounds(acquire_s=bounds.acquire_s, statement_s=MIGRATE_TIMEOUT_S)
         async with bounded_connection(pool, migration) as conn, asyncio.timeout(MIGRATE_TIMEOUT_S):
             await migrate(conn)
             await conn.execute(HEARTBEAT, writer)
+
+
+async def _prove_space(conn: asyncpg.Connection) -> None:
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute(SPACE_PROBE)
+    finally:
+        await transaction.rollback()
 
 
 # Session settings of every writer connection, sent when it connects. They

@@ -10,6 +10,13 @@ frozen database is down within two bounds, while one cut connection on a
 healthy one does not move the shard's users (a client's retry with the same
 key then lands on the same shard, where the key is known). The first
 heartbeat that commits again calls ``on_change(None)``.
+
+A commit that PostgreSQL rolled back because it could not write (no space
+left, an I/O error) also counts as a failure and calls a probe now; until a
+probe succeeds, probes must also prove that the shard can allocate space
+(writer/db.py ``heartbeat``). The heartbeat alone would not do: it updates
+one row in place, which needs no new page, and keeps committing on a full
+disk while every batch is rolled back.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ PROBE_FAILURES_FOR_DOWN = 2
 # fails in microseconds: this keeps that from spinning).
 RETRY_PAUSE_S = 0.05
 
-Probe = Callable[[], Awaitable[None]]
+# A probe commits a heartbeat; with True it must also prove that the shard can allocate space.
+Probe = Callable[[bool], Awaitable[None]]
 
 
 class DatabaseHealth:
@@ -40,6 +48,7 @@ class DatabaseHealth:
         self._failures = 0
         self._wake = asyncio.Event()
         self.down_reason: str | None = None
+        self.prove_space = False
 
     @property
     def up(self) -> bool:
@@ -48,6 +57,12 @@ class DatabaseHealth:
     def commit_outcome_unknown(self, reason: str) -> None:
         """A commit got no answer: one failure, and a probe now."""
         self._failed(f"a commit got no answer ({reason})")
+        self._wake.set()
+
+    def cannot_write(self, reason: str) -> None:
+        """A commit was rolled back for want of space: one failure, a probe now, and probes prove space from now on."""
+        self.prove_space = True
+        self._failed(f"a commit could not write ({reason})")
         self._wake.set()
 
     async def run(self) -> None:
@@ -61,11 +76,12 @@ class DatabaseHealth:
     async def check(self) -> bool:
         """One heartbeat; whether it committed."""
         try:
-            await self._probe()
+            await self._probe(self.prove_space)
         except Exception as exc:  # any failure of the heartbeat counts
             self._failed(f"the database cannot commit ({type(exc).__name__})")
             return False
         self._failures = 0
+        self.prove_space = False
         if not self.up:
             log.warning("the database commits again: taking writes")
             self.down_reason = None

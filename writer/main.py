@@ -14,9 +14,10 @@ from aiohttp import web
 from common.events import Reaction
 from common.hours import current_hour
 from common.metrics import exposition
-from common.pg import close_pool
+from common.partitions import Pruned
+from common.pg import WaitBounds, close_pool
 from common.schema import migrate
-from writer import db, views
+from writer import db, retention, views
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
 from writer.db import MIGRATE_TIMEOUT_S
 from writer.gate import ListenGate
@@ -38,7 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
     app[GATE] = ListenGate(settings.host, settings.port)
-    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx])
+    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx])
     setup_routes(app)
     return app
 
@@ -83,11 +84,28 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
             committer.refuse(f"the shard's database is unavailable ({reason}); retry")
         gate.want_open(reason is None)
 
-    health = DatabaseHealth(lambda: db.heartbeat(pool, settings.probe_bounds, name), on_change,
+    health = DatabaseHealth(lambda prove_space: db.heartbeat(pool, settings.probe_bounds, name, prove_space), on_change,
                             interval_s=settings.probe_interval_s)
     app[HEALTH] = health
     app[METRICS].watch_database(lambda: health.up)
     task = asyncio.create_task(health.run(), name="database-health")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The raw log's upkeep (writer/retention.py), in its own task: partitions ahead, old days dropped."""
+    settings, pool = app[SETTINGS], app[POOL]
+    bounds = WaitBounds(acquire_s=settings.acquire_timeout_s, statement_s=retention.ROUND_TIMEOUT_S)
+
+    async def maintain(today: int) -> tuple[list[int], list[Pruned]]:
+        return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days)
+
+    task = asyncio.create_task(retention.run(maintain), name="raw-log-upkeep")
     try:
         yield
     finally:
@@ -106,6 +124,8 @@ def make_committer(app: web.Application) -> Committer:
         metrics.on_failure(size, exc)
         if isinstance(exc, OutcomeUnknown) and HEALTH in app:
             app[HEALTH].commit_outcome_unknown(str(exc))
+        elif isinstance(exc, db.CannotWrite) and HEALTH in app:
+            app[HEALTH].cannot_write(str(exc))
 
     stats = BatchStats(on_commit=metrics.on_commit, on_failure=on_failure)
     if not settings.batching:

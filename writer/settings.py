@@ -47,6 +47,9 @@ class Settings:
     # A second port serving /healthz, /readyz and /metrics that stays open while
     # the main one is closed because the database cannot commit (writer/gate.py).
     admin_port: int | None = None
+    # Raw events are kept this many whole days before today (then their day's
+    # partition is dropped); rollups are kept forever (common/partitions.py).
+    raw_retention_days: int = 30
 
     @property
     def bounds(self) -> WaitBounds:
@@ -82,6 +85,7 @@ class Settings:
             probe_interval_s=ms("REACTIONS_PROBE_INTERVAL_MS", cls.probe_interval_s),
             probe_timeout_s=ms("REACTIONS_PROBE_TIMEOUT_MS", cls.probe_timeout_s),
             admin_port=env_int("REACTIONS_ADMIN_PORT", 0, minimum=0) or None,
+            raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
         )
         if settings.pool_size < settings.flushers + 1:
             raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS (one connection stays for /readyz)")

@@ -40,6 +40,9 @@ class ClusterSettings:
     ready_timeout_s: float = 60.0
     writer_argv: tuple[str, ...] = (sys.executable, "-m", "writer.main")
     aggregator_argv: tuple[str, ...] = (sys.executable, "-m", "aggregator.main")
+    # `prune`'s default: raw events are kept this many whole days before today
+    # (the writers' own default, REACTIONS_RAW_RETENTION_DAYS).
+    raw_retention_days: int = 30
     # Extra environment for the services (tests shorten refresh intervals).
     service_env: dict[str, str] = field(default_factory=dict)
 
@@ -52,6 +55,7 @@ class ClusterSettings:
             data_dir=Path(env_str("DATA_DIR", str(cls.data_dir))),
             host=env_str("HOST", cls.host),
             passfile=Path(env_str("PASSFILE", "")) if env_str("PASSFILE", "") else None,
+            raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
         )
         settings.validate()
         return settings

@@ -80,6 +80,7 @@ class WrongAnswer:
     bounds: Bounds
     stale: bool
     source: str
+    left_at: float = 0.0  # time.monotonic() when the request was sent
 
     def __str__(self) -> str:
         return (f"hour {self.hour} via {self.source}{' (stale-marked)' if self.stale else ''}: counted {self.counted}, "
@@ -269,6 +270,6 @@ async def check_read(session: aiohttp.ClientSession, base: str, hour: int, recor
     if stale:
         bounds = Bounds(HourCounts(0, 0, 0), bounds.high)
     if not bounds.holds(counted):
-        wrong.append(WrongAnswer(hour, counted, bounds, stale, base))
+        wrong.append(WrongAnswer(hour, counted, bounds, stale, base, left))
         return "wrong"
     return "stale" if stale else "complete"

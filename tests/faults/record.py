@@ -52,6 +52,9 @@ class Sent:
     unknown: int = 0  # attempts answered "outcome unknown"
     acked_at: float | None = None  # time.monotonic() of the 204
     refusals: list[str] = field(default_factory=list)
+    # Acknowledged after a backup and gone with the restore from it: the
+    # audit's finding, an expected loss (README, Backup and restore).
+    lost_by_restore: bool = False
 
     @property
     def hour(self) -> int:
@@ -82,6 +85,18 @@ class Bounds:
 FIELDS = ("unique_users", "clicks", "impressions")
 
 
+@dataclass(frozen=True)
+class Restore:
+    """A shard restored from a backup: events acknowledged from ``backup_at`` to ``restored_at`` may be gone."""
+
+    shard: str
+    backup_at: float  # time.monotonic() just before the backup's snapshot was taken
+    restored_at: float  # time.monotonic() once the restored database serves again
+
+    def may_have_lost(self, sent: Sent) -> bool:
+        return sent.acked_at is not None and self.backup_at <= sent.acked_at <= self.restored_at
+
+
 @dataclass
 class HourIndex:
     """Per hour, for checking answers given while the load runs."""
@@ -102,6 +117,8 @@ class AuditRecord:
         self.index: dict[int, HourIndex] = {}
         # Counts per hour from before the load (other runs' data), taken by the audit.
         self.baseline: dict[int, HourCounts] = {}
+        # Shards restored from a backup while the load ran (a restore drill).
+        self.restores: list[Restore] = []
 
     @classmethod
     def merged(cls, records: Iterable[AuditRecord]) -> AuditRecord:
@@ -157,7 +174,7 @@ class AuditRecord:
         low_users: set[str] = set()
         high_users: set[str] = set()
         for sent in self.in_hour(hour):
-            acked = sent.acked_at is not None
+            acked = sent.acked_at is not None and not sent.lost_by_restore
             low[sent.event] += acked
             high[sent.event] += acked + sent.ambiguous
             if acked:

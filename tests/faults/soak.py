@@ -43,6 +43,7 @@ from tests.faults.gray import GRAY_FAULTS
 from tests.faults.load import LoadPlan, LoadStats
 from tests.faults.record import AuditRecord
 from tests.faults.scenario import Outcome, base_url, run_scenario, sources
+from tests.support.cluster import AUDIT_RETENTION_DAYS
 from tests.support.gray_cluster import gray_cluster
 from tests.support.netns import netns_unavailable
 from tests.support.tmpdirs import world_traversable_tmpdir
@@ -50,7 +51,8 @@ from tests.support.tmpdirs import world_traversable_tmpdir
 DEFAULT_SECONDS = 180.0
 DEFAULT_PORT = 17000
 # A faster live-hour refresh than production's 1 s, so phases converge quickly.
-SERVICE_ENV = {"REACTIONS_REFRESH_INTERVAL_MS": "100"}
+# Raw events kept long enough for the audit to find every late one by its row.
+SERVICE_ENV = {"REACTIONS_REFRESH_INTERVAL_MS": "100", "REACTIONS_RAW_RETENTION_DAYS": AUDIT_RETENTION_DAYS}
 # Per phase: load before the fault and after the recovery, so each fault hits a busy cluster.
 WARMUP_ACKS = 1500
 AFTER_ACKS = 1500

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from common.partitions import day_of_hour, ensure_days
 from sharding.local.cluster import LocalCluster
 from tests.faults.audit import assert_clean
 from tests.faults.load import Load, LoadPlan
@@ -34,6 +35,7 @@ async def test_the_audit_notices_a_lost_event_and_a_row_nobody_sent(cluster: Loc
                 await conn.close()
         conn = await asyncpg.connect(dsns[0])
         try:
+            await ensure_days(conn, [day_of_hour(victim.hour)])
             await conn.execute("INSERT INTO reactions (ts, hour, username, event, idem_key) VALUES ($1, $2, $3, 1, $4)",
                                victim.ts, victim.hour, victim.user, load.plan.prefix + "nobody")
         finally:

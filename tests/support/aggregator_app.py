@@ -12,6 +12,7 @@ from aggregator.keys import METRICS
 from aggregator.settings import Settings
 from common.events import Event, Reaction
 from common.hours import hour_of, hour_start_ms
+from common.partitions import day_of_hour, ensure_days
 from tests import waiting
 from writer.db import commit_batch
 
@@ -59,6 +60,7 @@ async def write(dsn: str, hour: int, writes: Sequence[Write | str], current_hour
     ]
     conn = await asyncpg.connect(dsn)
     try:
+        await ensure_days(conn, [day_of_hour(hour)])
         await commit_batch(conn, reactions, current_hour)
     finally:
         await conn.close()

@@ -31,8 +31,13 @@ from tests.support.tmpdirs import world_traversable_tmpdir
 
 # Long enough for a loaded CI machine, short enough that a broken path fails fast.
 DEADLINE_S = 20.0
+# The audit load writes late events to hours up to 23 years back (tests/faults/scenario.py)
+# and finds every acknowledged event by its raw row: the writers of test clusters keep
+# raw events longer than that (retention itself is tested on its own: tests/writer,
+# tests/common, tests/e2e/test_lifecycle.py).
+AUDIT_RETENTION_DAYS = "10000"
 # The aggregators refresh the live hour this often in tests (1 s in production).
-TEST_ENV = {"REACTIONS_REFRESH_INTERVAL_MS": "50"}
+TEST_ENV = {"REACTIONS_REFRESH_INTERVAL_MS": "50", "REACTIONS_RAW_RETENTION_DAYS": AUDIT_RETENTION_DAYS}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -12,6 +12,6 @@ async def reset_database(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
-        await conn.execute("TRUNCATE reactions, hour_counts, hour_users")
+        await conn.execute("TRUNCATE reactions, hour_counts, hour_users, raw_pruned")
     finally:
         await conn.close()

@@ -169,12 +169,14 @@ async def test_keyed_batches_insert_in_one_order(shard_dsn: str) -> None:
     import asyncpg
 
     from common.events import Reaction
+    from common.partitions import day_of_hour, ensure_days
     from writer import db
 
     ts = now_ms()
     batch = [Reaction(ts, hour_of(ts), user, Event.CLICK, key) for user, key in [("b", "k2"), ("a", "k1"), ("a", "k0")]]
     conn = await asyncpg.connect(shard_dsn)
     try:
+        await ensure_days(conn, [day_of_hour(hour_of(ts))])
         await db.commit_batch(conn, batch, hour_of(ts))
         stored = await conn.fetch("SELECT username, idem_key FROM reactions ORDER BY id")
     finally:
