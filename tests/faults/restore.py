@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -53,7 +54,7 @@ def restore(pg: LocalPostgres, dump: Path) -> Path:
     with stopped_shard(pg):
         shutil.move(pg.data_dir, old)
         # A free port, not the next one: in a local cluster that is another shard's.
-        side = LocalPostgres(pg.data_dir, free_port(), pg.listen_address, pg.command_prefix)
+        side = replace(pg, port=free_port())
         side.start()  # a new initdb and database: nothing of the old one
         try:
             client("pg_restore", side, "-d", "reactions", str(dump))

@@ -19,6 +19,7 @@ from tests.faults.audit import assert_clean
 from tests.faults.full_disk import FULL, disk_full
 from tests.faults.scenario import run_scenario
 from tests.support.cluster import free_base_port
+from tests.support.passwords import session_passfile
 from tests.support.run_command import RunCommand, processes_of
 from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.support.tmpfs import is_mounted, require_root, tmpfs
@@ -33,7 +34,7 @@ def small_disk_cluster() -> Iterator[tuple[LocalCluster, Path]]:
     """A supervised cluster of 3 shards whose shard b's data directory is on its own tmpfs."""
     require_root()
     root = world_traversable_tmpdir("reactions-full-disk-")
-    cluster = LocalCluster(ClusterSettings(port=free_base_port(), data_dir=root / "data"))
+    cluster = LocalCluster(ClusterSettings(port=free_base_port(), data_dir=root / "data", passfile=session_passfile()))
     command = RunCommand(cluster, root / "run.out", shards=3, aggregators=2)
     with tmpfs(root / "disk", DISK_MB) as disk:
         (disk / "pgdata").mkdir()
