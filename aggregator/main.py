@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from aggregator.refresher import Refresher
 from aggregator.routes import setup_routes
 from aggregator.settings import Settings
 from aggregator.shards import ShardSet
+from common.tasks import running
 
 log = logging.getLogger("reactions.aggregator")
 
@@ -81,14 +81,9 @@ async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
     refresher = Refresher(settings, app[SHARDS], app[LIVE], app[PAST], app.get(LISTENER), app[METRICS], app[FANOUT])
     app[REFRESHER] = refresher
     await refresher.tick()
-    task = asyncio.create_task(refresher.run(), name="refresher")
-    log.info("aggregator ready on %s:%d over %d shards", settings.host, settings.port, len(app[SHARDS]))
-    try:
+    async with running(refresher.run(), "refresher"):
+        log.info("aggregator ready on %s:%d over %d shards", settings.host, settings.port, len(app[SHARDS]))
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def sighup_ctx(app: web.Application) -> AsyncIterator[None]:

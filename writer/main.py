@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +16,7 @@ from common.metrics import exposition
 from common.partitions import Pruned
 from common.pg import WaitBounds, close_pool
 from common.schema import migrate
+from common.tasks import running
 from writer import db, retention, views
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
 from writer.db import MIGRATE_TIMEOUT_S
@@ -88,13 +88,8 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
                             interval_s=settings.probe_interval_s)
     app[HEALTH] = health
     app[METRICS].watch_database(lambda: health.up)
-    task = asyncio.create_task(health.run(), name="database-health")
-    try:
+    async with running(health.run(), "database-health"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -105,13 +100,8 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
     async def maintain(today: int) -> tuple[list[int], list[Pruned]]:
         return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days)
 
-    task = asyncio.create_task(retention.run(maintain), name="raw-log-upkeep")
-    try:
+    async with running(retention.run(maintain), "raw-log-upkeep"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def make_committer(app: web.Application) -> Committer:
