@@ -59,6 +59,8 @@ class NginxLayout:
     js_file: str = str(JS_FILE)
     # The GET cache's own server: "unix:<path>" or a loopback address:port ("": the runtime dir's socket).
     cache_listen: str = ""
+    # False: GETs go straight to the aggregators, no cache (make bench's baseline).
+    get_cache: bool = True
 
     @classmethod
     def local(cls, host: str, port: int, runtime_dir: Path, static_root: Path = DASHBOARD_DIR,
@@ -135,6 +137,8 @@ def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard fi
         "static_root": layout.static_root,
         "js_module": JS_MODULE,
         "js_file": layout.js_file,
+        "fresh_cache": "reactions_fresh" if layout.get_cache else "off",
+        "cached_reads_upstream": "reactions_hours" if layout.get_cache else "reactions_aggregators",
         "cache_listen": layout.cache_listen or f"unix:{layout.runtime_dir}/{CACHE_SOCKET}",
         "topology_server": topology_server(layout),
     }
