@@ -100,8 +100,9 @@ def cache_statuses(stack: Stack, offset: int) -> dict[str, int]:
     with stack.access_log.open("rb") as log:
         log.seek(offset)
         lines = log.read().decode(errors="replace").splitlines()
+    # "-": nginx logged no cache status (the cache is off, or the request had no key).
     return dict(Counter(m.group(1) for line in lines if '"GET /analytics?' in line
-                        and (m := CACHE_STATUS.search(line)) is not None))
+                        and (m := CACHE_STATUS.search(line)) is not None and m.group(1) != "-"))
 
 
 def measure(m: Measurement, plan: Plan, seconds: int, t0: float, idle: list[int]) -> Round:
@@ -219,7 +220,8 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
         ceiling = stack.enter_context(ceiling_stack(work, shards, aggregators))
         naive = None
         if topology is not None:
-            naive = stack.enter_context(naive_stack(work, topology, reactions.components.get("postgres", [])))
+            naive = stack.enter_context(naive_stack(work, topology, reactions.components.get("postgres", []),
+                                                    cluster.passfile if cluster else None))
         else:
             results.notes.append(f"no shard file under {args.data_dir}: the batching-disabled baseline, the CPU "
                                  "split and the profiles were skipped (pass --data-dir of the running cluster)")

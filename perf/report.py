@@ -138,8 +138,8 @@ def cache_table(results: BenchResults) -> Iterator[str]:
             statuses = Counter[str]()
             for r in s.rounds:
                 statuses.update(r.cache)
-            shown = ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items())) or "not logged"
-            yield f"| {s.title} | {'off' if ratio is None else f'{100 * ratio:.1f}%'} | {shown} |"
+            shown = ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items())) or "none logged (cache off)"
+            yield f"| {s.title} | {'off' if ratio is None else f'{100 * ratio:.2f}%'} | {shown} |"
 
 
 def ratios_table(results: BenchResults) -> Iterator[str]:

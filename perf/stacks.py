@@ -142,10 +142,16 @@ def ceiling_stack(work: Path, writers: int, aggregators: int) -> Iterator[Stack]
 
 
 @contextlib.contextmanager
-def naive_stack(work: Path, topology: Topology, postmasters: list[int]) -> Iterator[Stack]:
-    """One batching-disabled writer per active shard, on that shard's database, behind its own nginx."""
+def naive_stack(work: Path, topology: Topology, postmasters: list[int],
+                passfile: Path | None = None) -> Iterator[Stack]:
+    """One batching-disabled writer per active shard, on that shard's database, behind its own nginx.
+
+    ``passfile``: the cluster's PostgreSQL password file (PGPASSFILE names it, never the secret).
+    """
     stack = Stack("naive", "")
     env = {"REACTIONS_BATCHING": "0", "REACTIONS_POOL_SIZE": str(NAIVE_POOL_SIZE)}
+    if passfile is not None:
+        env["PGPASSFILE"] = str(passfile)
     try:
         writers = [(shard, start_python(stack, f"naive-writer-{shard.name}", ["-m", "writer.main"],
                                         {**env, "REACTIONS_DSN": shard.dsn}, work))
