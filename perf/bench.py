@@ -16,12 +16,14 @@ import contextlib
 import functools
 import importlib.metadata
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,9 @@ from sharding.local.postgres import pg_bin
 RESULTS_DIR = REPO_ROOT / "perf" / "results"
 # wrk's writers draw from this many usernames (distinct from the mixed run's).
 WRK_USERS = 100_000
+# nginx flushes its buffered access log this often (sharding/nginx.py), plus a margin.
+ACCESS_LOG_FLUSH_S = 1.2
+CACHE_STATUS = re.compile(r" cache=(\S+)")
 
 
 @dataclass(frozen=True)
@@ -83,17 +88,36 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def log_size(stack: Stack) -> int:
+    return stack.access_log.stat().st_size if stack.access_log and stack.access_log.exists() else 0
+
+
+def cache_statuses(stack: Stack, offset: int) -> dict[str, int]:
+    """GETs nginx logged from ``offset`` on, by the cache status it logged (after its buffer's flush)."""
+    if stack.access_log is None or not stack.access_log.exists():
+        return {}
+    time.sleep(ACCESS_LOG_FLUSH_S)
+    with stack.access_log.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode(errors="replace").splitlines()
+    # "-": nginx logged no cache status (the cache is off, or the request had no key).
+    return dict(Counter(m.group(1) for line in lines if '"GET /analytics?' in line
+                        and (m := CACHE_STATUS.search(line)) is not None and m.group(1) != "-"))
+
+
 def measure(m: Measurement, plan: Plan, seconds: int, t0: float, idle: list[int]) -> Round:
     """One wrk run, with the CPU of the stack's parts, of the other (idle) stacks and of the rest."""
     cpu = ComponentCpu({**m.stack.components, IDLE_STACKS: idle})
     started = time.monotonic() - t0
     batches_before = writer_totals(m.stack.writers) if m.method == "POST" else {}
+    log_offset = log_size(m.stack)
     cpu.start()
     r = run_wrk(m.stack.url, m.script, seconds=seconds, connections=plan.connections)
     components = cpu.stop(r.generator_cores)
     batches = batch_details(batches_before, writer_totals(m.stack.writers)) if batches_before else {}
+    cache = cache_statuses(m.stack, log_offset) if m.method == "GET" else {}
     return Round(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors, r.generator_cores, round(started, 1),
-                 {k: round(v, 3) for k, v in components.items()}, batches)
+                 {k: round(v, 3) for k, v in components.items()}, batches, cache)
 
 
 def idle_pids(m: Measurement, measurements: list[Measurement]) -> list[int]:
@@ -122,7 +146,7 @@ def run_rounds(measurements: list[Measurement], plan: Plan, t0: float) -> list[S
 
 def measurements_for(reactions: Stack, ceiling: Stack, naive: Stack | None) -> list[Measurement]:
     found = [
-        Measurement(GET_CEILING, "GET ceiling (trivial aiohttp)", "GET", BASELINE, ceiling),
+        Measurement(GET_CEILING, "GET ceiling (trivial aiohttp, nginx cache off)", "GET", BASELINE, ceiling),
         Measurement(GET_CURRENT, "GET current hour", "GET", TARGET, reactions),
         Measurement(POST_CEILING, "POST ceiling (trivial 204)", "POST", BASELINE, ceiling),
         Measurement(POST_NAIVE, "POST batching disabled", "POST", BASELINE, naive) if naive else None,
@@ -196,7 +220,8 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
         ceiling = stack.enter_context(ceiling_stack(work, shards, aggregators))
         naive = None
         if topology is not None:
-            naive = stack.enter_context(naive_stack(work, topology, reactions.components.get("postgres", [])))
+            naive = stack.enter_context(naive_stack(work, topology, reactions.components.get("postgres", []),
+                                                    cluster.passfile if cluster else None))
         else:
             results.notes.append(f"no shard file under {args.data_dir}: the batching-disabled baseline, the CPU "
                                  "split and the profiles were skipped (pass --data-dir of the running cluster)")

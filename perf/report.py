@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,19 @@ def figures_table(results: BenchResults) -> Iterator[str]:
         yield (f"| {s.title} | {s.tool} -c {s.connections} | {s.median('requests_per_s'):,.0f} | "
                f"{ratio_text(results, s)} | {s.median('p50_ms'):.2f} | {s.median('p99_ms'):.2f} | {s.errors} | "
                f"{cores:.2f} cores{saturated(cores)} |")
+
+
+def cache_table(results: BenchResults) -> Iterator[str]:
+    yield "| scenario | nginx GET cache hit ratio | answers by cache status (all rounds) |"
+    yield "|---|---|---|"
+    for s in results.scenarios:
+        if s.method == "GET":
+            ratio = s.cache_hit_ratio()
+            statuses = Counter[str]()
+            for r in s.rounds:
+                statuses.update(r.cache)
+            shown = ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items())) or "none logged (cache off)"
+            yield f"| {s.title} | {'off' if ratio is None else f'{100 * ratio:.2f}%'} | {shown} |"
 
 
 def ratios_table(results: BenchResults) -> Iterator[str]:
@@ -278,6 +292,10 @@ def render_markdown(results: BenchResults) -> str:
         *figures_table(results),
         "",
         "![throughput](throughput.png) ![latency](latency.png)",
+        "",
+        "### nginx's GET cache (README, nginx: the GET cache)",
+        "",
+        *cache_table(results),
         "",
         "### Ratios to the same-run baselines",
         "",

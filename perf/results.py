@@ -37,6 +37,7 @@ class Round:
     started_s: float  # since the bench started
     components: dict[str, float] = field(default_factory=dict)  # cores used by nginx, writers, ...
     batches: dict[str, float] = field(default_factory=dict)  # writers' events_per_batch and commit_ms
+    cache: dict[str, int] = field(default_factory=dict)  # nginx's GET cache: answers by $upstream_cache_status
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class Scenario:
 
     def median_component(self, name: str) -> float:
         return statistics.median(r.components.get(name, 0.0) for r in self.rounds)
+
+    def cache_hit_ratio(self) -> float | None:
+        """HITs among the answers nginx logged with a cache status, over every round; None: no cache."""
+        total = sum(n for r in self.rounds for n in r.cache.values())
+        return sum(r.cache.get("HIT", 0) for r in self.rounds) / total if total else None
 
     @property
     def errors(self) -> int:

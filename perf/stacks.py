@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sharding import nginx
@@ -46,6 +46,7 @@ class Stack:
     components: dict[str, list[int]] = field(default_factory=dict)
     writers: list[str] = field(default_factory=list)  # writer addresses, for their batch metrics
     records: list[ProcessRecord] = field(default_factory=list)  # what we started, stopped in reverse
+    access_log: Path | None = None  # nginx's, for the GET cache's hit ratio
 
 
 def cluster_components(cluster: LocalCluster) -> dict[str, list[int]]:
@@ -86,16 +87,18 @@ def running_cluster(url: str, data_dir: Path) -> tuple[LocalCluster | None, Stac
 
 def cluster_stack(cluster: LocalCluster, url: str) -> Stack:
     topology = load(cluster.shards_file)
-    return Stack("reactions", url, cluster_components(cluster), [w for s in topology.active_shards for w in s.writers])
+    return Stack("reactions", url, cluster_components(cluster), [w for s in topology.active_shards for w in s.writers],
+                 access_log=cluster.nginx_dir / "access.log")
 
 
-def start_nginx(stack: Stack, topology: Topology, work: Path) -> None:
-    """nginx from the same template and layout as the cluster's, on a free port."""
+def start_nginx(stack: Stack, topology: Topology, work: Path, get_cache: bool = True) -> None:
+    """nginx from the same template and layout as the cluster's, on a free port (GET cache on or off)."""
     directory = work / f"nginx-{stack.name}"
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "nginx.conf"
-    config.write_text(nginx.render(topology, nginx.NginxLayout.local(HOST, port, directory)))
+    layout = replace(nginx.NginxLayout.local(HOST, port, directory), get_cache=get_cache)
+    config.write_text(nginx.render(topology, layout))
     nginx.check(config, directory)
     argv = nginx.nginx_command(config, directory, "-g", "daemon off;")
     record = spawn(f"nginx-{stack.name}", "nginx", argv, port=port, log=directory / "nginx.out", env={},
@@ -104,6 +107,7 @@ def start_nginx(stack: Stack, topology: Topology, work: Path) -> None:
     wait_ready(record, "/healthz")
     stack.url = f"http://{HOST}:{port}"
     stack.components["nginx"] = [record.pid]
+    stack.access_log = directory / "access.log"
 
 
 def start_python(stack: Stack, name: str, argv: list[str], env: dict[str, str], work: Path) -> ProcessRecord:
@@ -117,7 +121,10 @@ def start_python(stack: Stack, name: str, argv: list[str], env: dict[str, str], 
 
 @contextlib.contextmanager
 def ceiling_stack(work: Path, writers: int, aggregators: int) -> Iterator[Stack]:
-    """Trivial aiohttp processes as writers (POST -> 204) and aggregators (GET -> the 3-line body)."""
+    """Trivial aiohttp processes as writers (POST -> 204) and aggregators (GET -> the 3-line body).
+
+    Its nginx has the GET cache off: the baseline is what nginx and Python cost per request.
+    """
     stack = Stack("ceiling", "")
     try:
         servers = [start_python(stack, f"trivial-{i + 1}", ["-m", "perf.trivial"], {}, work)
@@ -127,17 +134,24 @@ def ceiling_stack(work: Path, writers: int, aggregators: int) -> Iterator[Stack]
         stack.components["trivial"] = [r.pid for r in servers]
         shards = tuple(Shard(name=f"t{i}", writers=(r.address,), dsn=UNUSED_DSN) for i, r in
                        enumerate(servers[:writers]))
-        start_nginx(stack, Topology(shards=shards, aggregators=tuple(r.address for r in servers[:aggregators])), work)
+        start_nginx(stack, Topology(shards=shards, aggregators=tuple(r.address for r in servers[:aggregators])), work,
+                    get_cache=False)
         yield stack
     finally:
         stop_all(stack)
 
 
 @contextlib.contextmanager
-def naive_stack(work: Path, topology: Topology, postmasters: list[int]) -> Iterator[Stack]:
-    """One batching-disabled writer per active shard, on that shard's database, behind its own nginx."""
+def naive_stack(work: Path, topology: Topology, postmasters: list[int],
+                passfile: Path | None = None) -> Iterator[Stack]:
+    """One batching-disabled writer per active shard, on that shard's database, behind its own nginx.
+
+    ``passfile``: the cluster's PostgreSQL password file (PGPASSFILE names it, never the secret).
+    """
     stack = Stack("naive", "")
     env = {"REACTIONS_BATCHING": "0", "REACTIONS_POOL_SIZE": str(NAIVE_POOL_SIZE)}
+    if passfile is not None:
+        env["PGPASSFILE"] = str(passfile)
     try:
         writers = [(shard, start_python(stack, f"naive-writer-{shard.name}", ["-m", "writer.main"],
                                         {**env, "REACTIONS_DSN": shard.dsn}, work))

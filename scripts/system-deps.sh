@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to run Reactions locally:
-# nginx and the PostgreSQL server binaries, wrk (a C HTTP load generator,
+# nginx with its njs module and the PostgreSQL server binaries, wrk (a C HTTP load generator,
 # for make bench), Prometheus with promtool (make monitor, and the tests of
 # monitoring/), iproute2 and nftables (the gray-failure tests run
 # PostgreSQL in network namespaces and cut them off with an nftables rule),
@@ -14,6 +14,8 @@ have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 
 missing=()
 have_nginx || missing+=(nginx-light)
+# njs, for the GET cache's keys (nginx/reactions.js); loads into nginx-light.
+[ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing+=(libnginx-mod-http-js)
 have_pg || missing+=(postgresql)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)

@@ -79,7 +79,8 @@ def render_nginx(args: argparse.Namespace) -> None:
     layout = nginx.NginxLayout.container()
     layout = nginx.NginxLayout(listen=args.listen, runtime_dir=args.runtime_dir, access_log=layout.access_log,
                                error_log=layout.error_log, access_log_buffer=layout.access_log_buffer,
-                               static_root=args.static_root)
+                               static_root=args.static_root, js_file=layout.js_file,
+                               cache_listen=layout.cache_listen)
     sys.stdout.write(nginx.render(load(args.shards_file), layout, args.shards_file))
 
 

@@ -30,6 +30,8 @@ from sharding.config import Shard, Topology
 IMAGE = "reactions:latest"
 POSTGRES_IMAGE = "postgres:15"
 NGINX_IMAGE = "nginx:1.22"
+# nginx's ConfigMap (nginx.conf and the cache keys' njs code) is mounted here.
+NGINX_CONF_DIR = "/etc/reactions/nginx"
 SECRET = "reactions-postgres"
 AGGREGATOR_SERVICE = "aggregator"
 ENTRY_SERVICE = "reactions"
@@ -137,18 +139,18 @@ def entry(topology: Topology, source: str) -> list[dict[str, Any]]:
     """nginx from the same template; its reads go to the aggregator Service."""
     port = host_port(topology.aggregators[0])[1]
     routed = Topology(shards=topology.shards, aggregators=(f"{AGGREGATOR_SERVICE}:{port}",))
-    conf = nginx.render(routed, nginx.NginxLayout.container(ENTRY_PORT), source)
+    conf = nginx.render(routed, nginx.NginxLayout.container(ENTRY_PORT, NGINX_CONF_DIR), source)
     labels = {LABEL: "nginx"}
     container = {"name": "nginx", "image": NGINX_IMAGE,
-                 "command": ["nginx", "-c", "/etc/reactions/nginx/nginx.conf", "-g", "daemon off;"],
+                 "command": ["nginx", "-c", f"{NGINX_CONF_DIR}/nginx.conf", "-g", "daemon off;"],
                  "ports": [{"containerPort": ENTRY_PORT}],
                  "readinessProbe": probe("/readyz", ENTRY_PORT, 2), "livenessProbe": probe("/healthz", ENTRY_PORT),
-                 "volumeMounts": [{"name": "conf", "mountPath": "/etc/reactions/nginx", "readOnly": True},
+                 "volumeMounts": [{"name": "conf", "mountPath": NGINX_CONF_DIR, "readOnly": True},
                                   {"name": "dashboard", "mountPath": nginx.DASHBOARD_IN_CONTAINER, "readOnly": True}]}
     # The dashboard's static files (a few kilobytes) travel as a ConfigMap, as nginx's configuration does.
     dashboard = {f.name: f.read_text() for f in sorted(nginx.DASHBOARD_DIR.iterdir()) if f.is_file()}
     return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reactions-nginx"},
-             "data": {"nginx.conf": conf}},
+             "data": {"nginx.conf": conf, nginx.JS_NAME: nginx.JS_FILE.read_text()}},
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reactions-dashboard"},
              "data": dashboard},
             service(ENTRY_SERVICE, ENTRY_PORT, labels),

@@ -21,6 +21,22 @@ DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 DASHBOARD_IN_CONTAINER = "/usr/share/reactions/dashboard"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 NGINX_BIN = "/usr/sbin/nginx"
+# The njs module (the GET cache's keys): Debian's libnginx-mod-http-js installs it
+# here, and the official nginx image has it at the same path (its modules path;
+# /etc/nginx/modules links there).
+JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+# The cache keys' njs code, in this repository; docker/ holds a copy for compose.
+JS_FILE = Path(__file__).resolve().parent.parent / "nginx" / "reactions.js"
+JS_NAME = JS_FILE.name
+# Where the compose nginx container has the configuration (docker/ is mounted there).
+CONTAINER_CONFIG_DIR = "/etc/reactions"
+# The GET cache's own server listens on this socket in a local runtime directory.
+# A crashed nginx leaves it behind and nginx will not bind over it: whoever
+# starts nginx removes it first (``remove_stale_socket``).
+CACHE_SOCKET = "hours.sock"
+# In a container (its own network namespace, a writable layer that outlives a
+# crash) it listens on loopback instead, never published.
+CONTAINER_CACHE_LISTEN = "127.0.0.1:8081"
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,12 @@ class NginxLayout:
     # (internal address:port, never the public one), and the file; "" serves nothing.
     topology_listen: str = ""
     topology_file: str = ""
+    # The cache keys' njs code as this nginx sees it.
+    js_file: str = str(JS_FILE)
+    # The GET cache's own server: "unix:<path>" or a loopback address:port ("": the runtime dir's socket).
+    cache_listen: str = ""
+    # False: GETs go straight to the aggregators, no cache (make bench's baseline).
+    get_cache: bool = True
 
     @classmethod
     def local(cls, host: str, port: int, runtime_dir: Path, static_root: Path = DASHBOARD_DIR,
@@ -48,10 +70,11 @@ class NginxLayout:
                    topology_listen=topology_listen, topology_file=topology_file)
 
     @classmethod
-    def container(cls, port: int = 8000) -> NginxLayout:
-        """Inside the nginx image: logs to the container's output."""
+    def container(cls, port: int = 8000, config_dir: str = CONTAINER_CONFIG_DIR) -> NginxLayout:
+        """Inside the nginx image: logs to the container's output; the njs code next to nginx.conf."""
         return cls(listen=str(port), runtime_dir="/var/cache/nginx", access_log="/dev/stdout",
-                   error_log="stderr", access_log_buffer="", static_root=DASHBOARD_IN_CONTAINER)
+                   error_log="stderr", access_log_buffer="", static_root=DASHBOARD_IN_CONTAINER,
+                   js_file=f"{config_dir}/{JS_NAME}", cache_listen=CONTAINER_CACHE_LISTEN)
 
 
 def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:
@@ -112,10 +135,20 @@ def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard fi
         "error_log": layout.error_log,
         "worker_processes": layout.worker_processes,
         "static_root": layout.static_root,
+        "js_module": JS_MODULE,
+        "js_file": layout.js_file,
+        "fresh_cache": "reactions_fresh" if layout.get_cache else "off",
+        "cached_reads_upstream": "reactions_hours" if layout.get_cache else "reactions_aggregators",
+        "cache_listen": layout.cache_listen or f"unix:{layout.runtime_dir}/{CACHE_SOCKET}",
         "topology_server": topology_server(layout),
     }
     values["generation"] = generation(values)
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text())
+
+
+def remove_stale_socket(runtime_dir: Path) -> None:
+    """Before starting nginx (never while it runs): a crashed one's cache socket would stop it binding."""
+    (runtime_dir / CACHE_SOCKET).unlink(missing_ok=True)
 
 
 def generation(values: dict[str, str]) -> str:

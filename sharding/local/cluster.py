@@ -270,6 +270,7 @@ class LocalCluster:
 
     def start_nginx(self, topology: Topology) -> ProcessRecord:
         self.write_nginx_conf(topology)
+        nginx.remove_stale_socket(self.nginx_dir)
         argv = nginx.nginx_command(self.nginx_conf, self.nginx_dir, "-g", "daemon off;")
         return self.launch("nginx", "nginx", argv, port=self.settings.port, log=self.nginx_dir / "nginx.out", env={},
                            cwd=self.nginx_dir)

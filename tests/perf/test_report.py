@@ -28,7 +28,8 @@ HOUR = 499_000
 
 def scenario(key: str, role: str, rps: list[float], p99: float) -> Scenario:
     batches = {"events_per_batch": 6.0, "commit_ms": 2.5} if key == POST_DURABLE else {}
-    rounds = [Round(r, p99 / 4, p99, int(r * 2), 0, 0.5, 10.0 * i, {"nginx": 0.4, "writers": 0.8}, batches)
+    cache = {"HIT": 990, "MISS": 10} if key == GET_CURRENT else {}
+    rounds = [Round(r, p99 / 4, p99, int(r * 2), 0, 0.5, 10.0 * i, {"nginx": 0.4, "writers": 0.8}, batches, cache)
               for i, r in enumerate(rps)]
     return Scenario(key, key.replace("_", " "), key.split("_")[0].upper(), role, "wrk", 32, rounds)
 
@@ -95,3 +96,9 @@ def test_audit_flags_an_acknowledged_event_that_is_not_counted() -> None:
     assert row.missing_events == 1
     checks = {c.goal: c.met for c in evaluate(BenchResults("t", {}, {}, mixed=None))}
     assert checks["mixed: every 204 counted"] is None
+
+
+def test_report_gives_the_get_cache_hit_ratio(tmp_path: Path) -> None:
+    report = write_report(synthetic(), tmp_path).read_text()
+    assert "| get current | 99.00% | HIT 1,980, MISS 20 |" in report
+    assert "| get ceiling | off | none logged (cache off) |" in report

@@ -41,6 +41,9 @@ def test_committed_files_are_rendered_from_the_shard_file() -> None:
                               cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert (ROOT / "docker" / "nginx.conf").read_text() == rendered, \
         "run: python -m sharding render-nginx --shards-file docker/shards.json > docker/nginx.conf"
+    assert (ROOT / "docker" / nginx.JS_NAME).read_text() == nginx.JS_FILE.read_text(), \
+        "the compose nginx's cache keys: run: cp nginx/reactions.js docker/"
+    assert f"js_import reactions from /etc/reactions/{nginx.JS_NAME};" in rendered
 
 
 def test_compose_file_parses_and_its_services_hang_together() -> None:
@@ -88,6 +91,7 @@ def test_the_compose_nginx_config_passes_nginx_t() -> None:
     assert len(hosts) == len(load(SHARDS_FILE).active_shards) + len(load(SHARDS_FILE).aggregators)
     for host in hosts:  # nothing resolves compose service names here
         text = text.replace(f"server {host}:8080", f"server 127.0.0.1:{free_port()}")
+    text = text.replace(f"/etc/reactions/{nginx.JS_NAME}", str(ROOT / "docker" / nginx.JS_NAME))
     text = text.replace("/var/cache/nginx", str(runtime)).replace("listen 8000;", f"listen 127.0.0.1:{free_port()};")
     conf = runtime / "nginx.conf"
     conf.write_text(text)

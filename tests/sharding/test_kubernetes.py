@@ -98,6 +98,8 @@ def test_the_nginx_config_map_passes_nginx_t() -> None:
     runtime = world_traversable_tmpdir("reactions-kube-nginx-")
     for host in sorted(set(re.findall(r"server ([a-z0-9-]+):8080", text))):  # nothing resolves Service names here
         text = text.replace(f"server {host}:8080", f"server 127.0.0.1:{free_port()}")
+    text = text.replace(f"{kubernetes.NGINX_CONF_DIR}/{nginx.JS_NAME}", str(nginx.JS_FILE))
+    assert by_kind("ConfigMap")["reactions-nginx"]["data"][nginx.JS_NAME] == nginx.JS_FILE.read_text()
     text = text.replace("/var/cache/nginx", str(runtime)).replace("listen 8000;", f"listen 127.0.0.1:{free_port()};")
     conf = runtime / "nginx.conf"
     conf.write_text(text)

@@ -27,6 +27,7 @@ from sharding.local.processes import free_port
 from sharding.local.static import served_dashboard
 from sharding.ring import Ring
 from tests.support.tmpdirs import world_traversable_tmpdir
+from tests.waiting import wait_until
 
 # Every request through nginx is answered within this (README, Invariants 6).
 ANSWER_BOUND_S = 3.0
@@ -287,3 +288,129 @@ async def test_a_get_that_no_aggregator_answers_is_a_plain_503(silent_writer: in
     async with aiohttp.ClientSession() as session, session.get(f"{base}/analytics?timestamp=1") as resp:
         assert resp.status == 503 and "X-Reactions-Outcome" not in resp.headers
     assert time.monotonic() - started < ANSWER_BOUND_S
+
+
+class Aggregator:
+    """A stub aggregator that counts the requests reaching it and answers as told."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.seen: list[str] = []
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self.runner: web.AppRunner | None = None
+
+    async def answer(self, request: web.Request) -> web.Response:
+        self.seen.append(request.raw_path)
+        return web.Response(status=self.status, headers=self.headers, text=f"answer {len(self.seen)}\n")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/analytics", self.answer)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def aggregator() -> AsyncIterator[Aggregator]:
+    stub_aggregator = Aggregator()
+    await stub_aggregator.start()
+    yield stub_aggregator
+    await stub_aggregator.stop()
+
+
+HOUR_MS = 3_600_000
+# A past hour (2020-01-01T00): cacheable.
+PAST_HOUR_MS = 1_577_836_800_000
+
+
+async def get_many(session: aiohttp.ClientSession, base: str, queries: list[str]) -> list[tuple[int, str]]:
+    found = []
+    for query in queries:
+        async with session.get(f"{base}/analytics?{query}") as resp:
+            found.append((resp.status, await resp.text()))
+    return found
+
+
+async def test_every_timestamp_of_an_hour_shares_one_cache_entry(aggregator: Aggregator, run_nginx: object) -> None:
+    base = run_nginx(topology_for([free_port()], [aggregator.port]))  # type: ignore[operator]
+    queries = [f"timestamp={PAST_HOUR_MS + i * 90_001}" for i in range(40)]
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        answers = await get_many(session, base, queries)
+        elapsed = time.monotonic() - started
+    assert {status for status, _ in answers} == {200}
+    # One request per half-second window at most (the windows the loop spanned, plus the one it started in).
+    assert len(aggregator.seen) <= int(elapsed / 0.5) + 2 < len(queries), (len(aggregator.seen), elapsed)
+    assert len({body for _, body in answers}) == len(aggregator.seen), "answers come from the shared entry"
+
+
+async def test_what_must_not_be_cached_always_reaches_an_aggregator(aggregator: Aggregator,
+                                                                    run_nginx: object) -> None:
+    base = run_nginx(topology_for([free_port()], [aggregator.port]))  # type: ignore[operator]
+    future = (time.time_ns() // 1_000_000 // HOUR_MS + 2) * HOUR_MS
+    plain = f"timestamp={PAST_HOUR_MS}"
+    cases = [
+        (200, {}, [f"timestamp={future}"] * 5),  # a future hour
+        (200, {}, [f"{plain}&x=1", f"x=1&{plain}", f"timestamp=+{PAST_HOUR_MS}"] * 2),  # not a plain query
+        (400, {}, [plain] * 5),
+        (503, {}, [f"timestamp={PAST_HOUR_MS + 1}"] * 5),
+        (200, {"X-Reactions-Stale": "true", "X-Reactions-Stale-Since": "Wed, 01 Jan 2020 00:00:00 GMT"},
+         [f"timestamp={PAST_HOUR_MS + 2}"] * 5),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for status, headers, queries in cases:
+            aggregator.status, aggregator.headers = status, headers
+            before = len(aggregator.seen)
+            answers = await get_many(session, base, queries)
+            assert [s for s, _ in answers] == [status] * len(queries), (status, queries)
+            assert len(aggregator.seen) - before == len(queries), f"cached: {status} {headers} {queries}"
+            assert len({body for _, body in answers}) == len(queries)
+
+
+async def answer_of(session: aiohttp.ClientSession, url: str) -> tuple[int, str, dict[str, str]]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.text(), dict(resp.headers)
+
+
+async def test_with_no_aggregator_a_cached_hour_is_served_stale_and_others_get_503(aggregator: Aggregator,
+                                                                                   run_nginx: object) -> None:
+    base = run_nginx(topology_for([free_port()], [aggregator.port]))  # type: ignore[operator]
+    cached = f"{base}/analytics?timestamp={PAST_HOUR_MS}"
+    async with aiohttp.ClientSession() as session:
+        status, body, headers = await answer_of(session, cached)
+        assert status == 200 and "X-Reactions-Stale" not in headers
+        aggregator.status = 503
+        answers: list[tuple[int, str, dict[str, str]]] = []
+
+        async def aggregator_503_arrives() -> bool:
+            answers.append(await answer_of(session, f"{base}/analytics?timestamp={PAST_HOUR_MS + 7}"))
+            return answers[-1][0] == 503
+
+        # Within the half-second of the fresh entry, that entry; then the aggregator's own 503, unchanged.
+        await wait_until(aggregator_503_arrives, "the aggregator's 503 passes through", deadline_s=2.0)
+        assert all((s, b) == (200, body) for s, b, _ in answers[:-1]), answers
+        assert "X-Reactions-Stale" not in answers[-1][2] and answers[-1][1].startswith("answer")
+        await aggregator.stop()
+        answers.clear()
+
+        async def copy_served() -> bool:
+            answers.append(await answer_of(session, f"{base}/analytics?timestamp={PAST_HOUR_MS + 99}"))
+            return "X-Reactions-Stale" in answers[-1][2]
+
+        await wait_until(copy_served, "the last good answer is served marked stale", deadline_s=2 * ANSWER_BOUND_S)
+        assert all((s, b) == (200, body) for s, b, _ in answers), answers
+        assert answers[-1][2]["X-Reactions-Stale"] == "true"
+        assert answers[-1][2]["X-Reactions-Stale-Since"].endswith(" GMT")
+        started = time.monotonic()
+        status, _, headers = await answer_of(session, f"{base}/analytics?timestamp={PAST_HOUR_MS + HOUR_MS}")
+        assert status == 503 and headers["Retry-After"] == "1" and "X-Reactions-Stale" not in headers
+        status, _, _ = await answer_of(session, f"{cached}&x=1")
+        assert status == 503, "an uncached query has no copy"
+        assert time.monotonic() - started < 2 * ANSWER_BOUND_S

@@ -36,7 +36,7 @@ DEADLINE_S = 20.0
 # raw events longer than that (retention itself is tested on its own: tests/writer,
 # tests/common, tests/e2e/test_lifecycle.py).
 AUDIT_RETENTION_DAYS = "10000"
-# The aggregators refresh the live hour this often in tests (1 s in production).
+# The aggregators refresh the live hour this often in tests (750 ms in production).
 TEST_ENV = {"REACTIONS_REFRESH_INTERVAL_MS": "50", "REACTIONS_RAW_RETENTION_DAYS": AUDIT_RETENTION_DAYS}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,10 +56,11 @@ def free_base_port() -> int:
     raise RuntimeError("no free base port")
 
 
-def start_cluster(shards: int, aggregators: int) -> Iterator[LocalCluster]:
-    """Start a cluster in a temporary DATA_DIR, yield it, stop it: the body of a fixture."""
+def start_cluster(shards: int, aggregators: int, env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
+    """Start a cluster in a temporary DATA_DIR, yield it, stop it: the body of a fixture (``env`` over TEST_ENV)."""
     settings = ClusterSettings(port=free_base_port(), shards=shards, aggregators=aggregators,
-                               data_dir=world_traversable_tmpdir("reactions-e2e-") / "data", service_env=TEST_ENV,
+                               data_dir=world_traversable_tmpdir("reactions-e2e-") / "data",
+                               service_env={**TEST_ENV, **(env or {})},
                                passfile=session_passfile())
     cluster = LocalCluster(settings)
     cluster.acquire_run_lock()
