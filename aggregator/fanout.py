@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
+from prometheus_client import Histogram
 
 from aggregator import db
 from aggregator.merge import HourAnswer, merge, merge_hours, same_database
@@ -167,24 +168,26 @@ class FanOut:
         Waits at most ``slot_wait_s`` for a cold-read slot (ColdReadsBusy), then
         at most the shard timeout for the shards.
         """
-        async with self.cold_slot():
-            started = time.monotonic()
-            answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hour(conn, hour))
-            self._metrics.fanout_seconds.observe(time.monotonic() - started)
-        if failures:
-            raise IncompleteAnswer(failures)
+        answers, started = await self._cold_read(shards, lambda _name, conn: db.fetch_hour(conn, hour),
+                                                 self._metrics.fanout_seconds)
         return merge(answers, started)
 
     async def read_hours(self, shards: Iterable[ShardHandle], hours: Sequence[int]) -> dict[int, HourAnswer]:
         """A cold read of many whole hours: one statement per shard for all of them, one slot.
 
-        Bounded like ``read_hour`` (the slot wait, then the shard timeout); all
-        or nothing: IncompleteAnswer if any shard fails.
+        Bounded like ``read_hour``; all or nothing: IncompleteAnswer if any shard fails.
         """
+        answers, started = await self._cold_read(shards, lambda _name, conn: db.fetch_hours(conn, hours),
+                                                 self._metrics.series_fanout_seconds)
+        return merge_hours(answers, hours, started)
+
+    async def _cold_read(self, shards: Iterable[ShardHandle], fetch: Fetch[T],
+                         timing: Histogram) -> tuple[dict[str, T], float]:
+        """Every shard's answer (in one cold-read slot) and when the read started; IncompleteAnswer if any fails."""
         async with self.cold_slot():
             started = time.monotonic()
-            answers, failures = await self.gather(shards, lambda _name, conn: db.fetch_hours(conn, hours))
-            self._metrics.series_fanout_seconds.observe(time.monotonic() - started)
+            answers, failures = await self.gather(shards, fetch)
+            timing.observe(time.monotonic() - started)
         if failures:
             raise IncompleteAnswer(failures)
-        return merge_hours(answers, hours, started)
+        return answers, started

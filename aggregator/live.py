@@ -114,6 +114,11 @@ class LiveHour:
         cursors = self.cursors.values()
         return render_body(len(self.users), sum(c.clicks for c in cursors), sum(c.impressions for c in cursors))
 
+    @property
+    def why_incomplete(self) -> str:
+        """`` (the failing shards)`` for a 503's reason, or nothing."""
+        return f" ({self.incomplete_reason})" if self.incomplete_reason else ""
+
     def fresh_body(self, now_ms: int, stale_after_ms: float) -> bytes | None:
         """The answer if it may be served unmarked: complete, and young enough (README, Invariants 5)."""
         if self.stale_since_ms is not None or self.last_complete_ms is None:

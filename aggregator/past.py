@@ -96,7 +96,7 @@ class PastHours:
             entry = self._cache.get(hour)
             if entry is None:
                 continue
-            if set(entry.answer.stamps) != shards.names:
+            if entry.answer.stamps.keys() != shards.names:
                 self.invalidate(hour, "topology")
             elif entry.confirmed_at < oldest:
                 unconfirmed.append(hour)

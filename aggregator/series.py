@@ -110,8 +110,7 @@ def live_bodies(hours: range, live: Mapping[int, LiveHour], now_ms: int, stale_a
         if entry is None:
             continue
         if entry.body is None:
-            why = f" ({entry.incomplete_reason})" if entry.incomplete_reason else ""
-            raise HourNotReady(f"hour {hour} has no complete read of every shard yet{why}")
+            raise HourNotReady(f"hour {hour} has no complete read of every shard yet{entry.why_incomplete}")
         found.bodies[hour] = entry.body
         since = entry.stale_since(now_ms, stale_after_ms)
         if since is not None:

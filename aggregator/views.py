@@ -36,6 +36,11 @@ def unavailable(reason: str) -> web.HTTPServiceUnavailable:
     return web.HTTPServiceUnavailable(text=reason + "\n", headers={"Retry-After": RETRY_AFTER_S})
 
 
+def stale_headers(since_ms: int) -> dict[str, str]:
+    """The marks of an answer that may lag: stale, and the time of the snapshot it is."""
+    return {STALE: "true", STALE_SINCE: formatdate(since_ms / 1000, usegmt=True)}
+
+
 def plain(body: bytes, extra: dict[str, str] | None = None) -> web.Response:
     if extra is None:
         return web.Response(body=body, headers=TEXT_PLAIN)
@@ -78,13 +83,13 @@ def live_answer(app: web.Application, live: LiveHour) -> web.Response:
     body, stale_since = live.body, live.stale_since(settings.clock(), settings.stale_after_ms)
     if body is None:
         app[METRICS].refused.labels("503").inc()
-        why = f" ({live.incomplete_reason})" if live.incomplete_reason else ""
-        raise unavailable(f"hour {live.hour} is not available: no complete read of every shard yet{why}")
+        raise unavailable(f"hour {live.hour} is not available: "
+                          f"no complete read of every shard yet{live.why_incomplete}")
     if stale_since is None:
         app[METRICS].live_reads.inc()
         return plain(body)
     app[METRICS].reads.labels("live_stale").inc()
-    return plain(body, {STALE: "true", STALE_SINCE: formatdate(stale_since / 1000, usegmt=True)})
+    return plain(body, stale_headers(stale_since))
 
 
 async def cold_answer(app: web.Application, hour: int) -> web.Response:
@@ -127,7 +132,7 @@ async def get_series(request: web.Request) -> web.Response:
     app[METRICS].reads.labels("series").inc()
     headers = {"Content-Type": TEXT_CSV, "Content-Location": span.canonical_path}
     if found.stale_since_ms is not None:
-        headers |= {STALE: "true", STALE_SINCE: formatdate(found.stale_since_ms / 1000, usegmt=True)}
+        headers |= stale_headers(found.stale_since_ms)
     return web.Response(body=render_csv(span.hours, found.bodies), headers=headers)
 
 

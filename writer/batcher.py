@@ -206,8 +206,9 @@ class GroupCommitter:
             await self._commit(batch.reactions)
         except Exception as exc:  # every failure answers the batch, never a 204
             log.error("commit of %d events failed: %s", len(batch.reactions), exc)
-            self._resolve(batch, as_outcome(exc))  # answer first: nothing below may leave a waiter hanging
-            self._stats.on_failure(len(batch.reactions), as_outcome(exc))
+            outcome = as_outcome(exc)
+            self._resolve(batch, outcome)  # answer first: nothing below may leave a waiter hanging
+            self._stats.on_failure(len(batch.reactions), outcome)
         else:
             self._resolve(batch, None)
             self._stats.on_commit(len(batch.reactions), time.monotonic() - started)
@@ -271,8 +272,9 @@ class DirectCommitter:
         try:
             await asyncio.shield(self._commit([reaction]))
         except Exception as exc:
-            self._stats.on_failure(1, exc)
-            raise as_outcome(exc) from exc
+            outcome = as_outcome(exc)
+            self._stats.on_failure(1, outcome)
+            raise outcome from exc
         else:
             self._stats.on_commit(1, time.monotonic() - started)
         finally:

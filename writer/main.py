@@ -12,7 +12,6 @@ from aiohttp import web
 
 from common.events import Reaction
 from common.hours import current_hour
-from common.metrics import exposition
 from common.partitions import Pruned
 from common.pg import WaitBounds, close_pool
 from common.schema import migrate
@@ -156,18 +155,12 @@ async def serve(settings: Settings) -> None:
 
 
 def admin_app(main: web.Application) -> web.Application:
-    """The admin port's app: the main app's /healthz, /readyz and /metrics, and no writes."""
+    """The admin port's app: the main app's /healthz, /readyz and /metrics (its handlers, its state), no writes."""
     admin = web.Application()
-
-    async def readyz(_request: web.Request) -> web.Response:
-        return views.readiness(main)
-
-    async def metrics(_request: web.Request) -> web.Response:
-        return exposition(main[METRICS].registry)
-
+    admin[HEALTH], admin[METRICS] = main[HEALTH], main[METRICS]
     admin.router.add_get("/healthz", views.healthz)
-    admin.router.add_get("/readyz", readyz)
-    admin.router.add_get("/metrics", metrics)
+    admin.router.add_get("/readyz", views.readyz)
+    admin.router.add_get("/metrics", views.metrics)
     return admin
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from common.pg import WaitBounds
 from common.settings import SettingsError, env_bool, env_float, env_int, env_str
@@ -51,11 +52,11 @@ class Settings:
     # partition is dropped); rollups are kept forever (common/partitions.py).
     raw_retention_days: int = 30
 
-    @property
+    @cached_property
     def bounds(self) -> WaitBounds:
         return WaitBounds(acquire_s=self.acquire_timeout_s, statement_s=self.commit_timeout_s)
 
-    @property
+    @cached_property
     def probe_bounds(self) -> WaitBounds:
         return WaitBounds(acquire_s=self.probe_timeout_s, statement_s=self.probe_timeout_s)
 
@@ -88,5 +89,6 @@ class Settings:
             raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
         )
         if settings.pool_size < settings.flushers + 1:
-            raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS (one connection stays for /readyz)")
+            raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS"
+                                " (one connection stays for the heartbeat and the raw log's upkeep)")
         return settings

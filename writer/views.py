@@ -68,12 +68,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    return readiness(request.app)
-
-
-def readiness(app: web.Application) -> web.Response:
     """Ready while the last heartbeats committed: answered at once, from the probe's state."""
-    reason = app[HEALTH].down_reason
+    reason = request.app[HEALTH].down_reason
     if reason is not None:
         raise unavailable(f"not ready: {reason}")
     return web.Response(text="ready\n")

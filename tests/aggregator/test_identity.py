@@ -7,10 +7,19 @@ from typing import Any
 
 import asyncpg
 
-from aggregator.keys import PAST
+from aggregator.keys import LIVE, PAST
 from common.schema import migrate
 from sharding.local.postgres import LocalPostgres
-from tests.support.aggregator_app import Clock, MakeAggregator, body, get_hour, sample, wait_for_body, write
+from tests.support.aggregator_app import (
+    Clock,
+    MakeAggregator,
+    body,
+    get_hour,
+    sample,
+    wait_for_body,
+    wait_until,
+    write,
+)
 
 
 async def replace_database(postgres: LocalPostgres, dsn: str, prepare: Callable[[str], Awaitable[None]]) -> None:
@@ -87,7 +96,13 @@ async def test_a_new_schema_uuid_after_a_restore_rebuilds_the_live_hour(
                                  "UPDATE hour_counts SET clicks = clicks - 1;"
                                  "UPDATE schema_info SET shard_uuid = gen_random_uuid()")
     await write(shard_dsns[0], clock.hour, ["cid"], clock.hour)
-    await wait_for_body(client, clock.hour, body(2, 2, 0))
+
+    async def cid_seen() -> bool:  # a refresh read the restored database (the body alone was 2, 2, 0 before)
+        live = client.app[LIVE].hours.get(clock.hour)
+        return live is not None and "cid" in live.users
+
+    await wait_until(cid_seen, "a refresh after the restore")
+    await wait_for_body(client, clock.hour, body(2, 2, 0))  # without a rebuild: 3 users (ben kept)
 
 
 async def test_one_database_under_two_shard_names_is_never_summed(
