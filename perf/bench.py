@@ -225,10 +225,12 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
         else:
             results.notes.append(f"no shard file under {args.data_dir}: the batching-disabled baseline, the CPU "
                                  "split and the profiles were skipped (pass --data-dir of the running cluster)")
-        results.scenarios = run_rounds(measurements_for(reactions, ceiling, naive), plan, t0)
-        say(f"mixed scenario: locust, {plan.mixed.users} users x {plan.mixed.rate_per_user:g} req/s, "
-            f"{plan.mixed.seconds} s")
-        results.mixed = run_mixed(reactions.url, plan.mixed, work / "mixed", ComponentCpu(reactions.components))
+        chosen = [m for m in measurements_for(reactions, ceiling, naive) if args.only in (None, m.method)]
+        results.scenarios = run_rounds(chosen, plan, t0)
+        if plan.mixed.seconds > 0:
+            say(f"mixed scenario: locust, {plan.mixed.users} users x {plan.mixed.rate_per_user:g} req/s, "
+                f"{plan.mixed.seconds} s")
+            results.mixed = run_mixed(reactions.url, plan.mixed, work / "mixed", ComponentCpu(reactions.components))
         if cluster is not None and plan.profile_s > 0:
             directory.mkdir(parents=True, exist_ok=True)
             results.profiles = profile_misses(results, cluster, reactions, plan, directory)
@@ -263,7 +265,8 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of quiet before each round")
     parser.add_argument("--mixed-users", type=int, default=40)
     parser.add_argument("--mixed-rate", type=float, default=25.0, help="requests/s per locust user")
-    parser.add_argument("--mixed-seconds", type=int, default=40)
+    parser.add_argument("--mixed-seconds", type=int, default=40, help="0: no mixed scenario")
+    parser.add_argument("--only", choices=("GET", "POST"), help="only the wrk scenarios of one method (experiments)")
     parser.add_argument("--profile-seconds", type=int, default=8, help="0: no profiles")
     parser.add_argument("--service-env", type=env_pair, action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment of the cluster's writers and aggregators (experiments)")

@@ -86,12 +86,19 @@ class GroupCommitter:
         queue_max: int,
         flushers: int,
         max_queue_wait_s: float = float("inf"),
+        window_s: float = 0.0,
         stats: BatchStats | None = None,
     ) -> None:
         self._commit = commit
         self._max_events = max_events
         self._max_wait_s = max_wait_s
         self._max_queue_wait_s = max_queue_wait_s
+        self._window_s = window_s
+        # How many events the commit window waits for: those that were waiting
+        # when the last commit ended (README, Writer: the commit window).
+        self._expected = 1
+        # The open batch's size at which a lingering flusher wants to be woken.
+        self._wake_at = 1
         self._queue_max = queue_max
         self._flushers_wanted = flushers
         self._stats = stats or BatchStats()
@@ -137,7 +144,8 @@ class GroupCommitter:
         self._open.waiters.append(waiter)
         self._open.arrived.append(now)
         self._pending += 1
-        self._wakeup.set()
+        if len(self._open.reactions) >= self._wake_at:
+            self._wakeup.set()
         # Each request has its own future: if the client goes away, only that
         # future is cancelled, and the batch commits (and skips it) as usual.
         await waiter
@@ -167,19 +175,34 @@ class GroupCommitter:
         return self._take() if self._open.reactions else await self._next_batch()
 
     async def _linger(self) -> None:
-        """With another commit in flight, wait briefly for a fuller batch."""
-        if self._in_flight == 0 or self._closing:
+        """Wait briefly for a fuller batch: with another commit in flight, or within the commit window.
+
+        The commit window waits, from the batch's first event, until the batch
+        holds as many events as were waiting when the last commit ended (the
+        clients just answered tend to come back), or until the window closes.
+        A lone client is never kept waiting: it is all the last commit held.
+        """
+        if self._closing:
             return
-        deadline = self._open.opened_at + self._max_wait_s
-        while len(self._open.reactions) < self._max_events and not self._closing:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        if self._in_flight:
+            target, deadline = self._max_events, self._open.opened_at + self._max_wait_s
+        elif self._window_s > 0:
+            target, deadline = min(self._expected, self._max_events), self._open.opened_at + self._window_s
+        else:
+            return
+        try:
+            while len(self._open.reactions) < target and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._wake_at = target
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    return
+        finally:
+            self._wake_at = 1
 
     def _drop_expired(self) -> None:
         """Refuse the events that waited too long to be committed in time (they were never sent)."""
@@ -204,6 +227,7 @@ class GroupCommitter:
         started = time.monotonic()
         try:
             await self._commit(batch.reactions)
+            self._expected = self._pending
         except Exception as exc:  # every failure answers the batch, never a 204
             log.error("commit of %d events failed: %s", len(batch.reactions), exc)
             outcome = as_outcome(exc)

@@ -126,6 +126,7 @@ def make_committer(app: web.Application) -> Committer:
         queue_max=settings.queue_max_events,
         flushers=settings.flushers,
         max_queue_wait_s=settings.queue_wait_s,
+        window_s=settings.commit_window_ms / 1000,
         stats=stats,
     )
 

@@ -21,6 +21,10 @@ class Settings:
     batch_max_events: int = 500
     # ... or when its first event has waited this long while a commit was busy.
     batch_max_wait_ms: float = 2.0
+    # The commit window: a flusher with no commit in flight waits up to this
+    # long (from the batch's first event) for as many events as were waiting
+    # when the last commit ended. 0: commit whatever has arrived.
+    commit_window_ms: float = 2.0
     # Events waiting for a commit, beyond which new ones get 503 Retry-After.
     queue_max_events: int = 20_000
     # Batches committed at once, each on its own connection. With one, the
@@ -76,6 +80,7 @@ class Settings:
             port=env_int("REACTIONS_PORT", cls.port, minimum=1),
             batch_max_events=env_int("REACTIONS_BATCH_MAX_EVENTS", cls.batch_max_events, minimum=1),
             batch_max_wait_ms=env_float("REACTIONS_BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms),
+            commit_window_ms=env_float("REACTIONS_COMMIT_WINDOW_MS", cls.commit_window_ms),
             queue_max_events=env_int("REACTIONS_QUEUE_MAX_EVENTS", cls.queue_max_events, minimum=1),
             flushers=env_int("REACTIONS_FLUSHERS", cls.flushers, minimum=1),
             batching=env_bool("REACTIONS_BATCHING", cls.batching),

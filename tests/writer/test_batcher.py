@@ -161,3 +161,69 @@ async def test_full_queue_refuses_and_close_drains() -> None:
     commits.gate.set()
     await asyncio.gather(closing, *accepted)
     assert sorted(ts for b in commits.batches for ts in b) == [0, 1, 2]
+
+
+class InstantCommits:
+    """Records each batch; each commit takes ``seconds``."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.seconds = seconds
+
+    async def __call__(self, batch: Sequence[Reaction]) -> None:
+        self.batches.append([r.ts for r in batch])
+        await asyncio.sleep(self.seconds)
+
+
+async def closed_loop_clients(c: GroupCommitter, clients: int, requests_each: int, think_s: float) -> None:
+    """Client k sends its next event ``think_s * k`` after its last one was answered."""
+    async def client(k: int) -> None:
+        for i in range(requests_each):
+            await c.submit(reaction(k * 1000 + i))
+            await asyncio.sleep(think_s * k)
+    await asyncio.gather(*(client(k) for k in range(clients)))
+
+
+async def test_the_commit_window_gathers_the_clients_just_answered() -> None:
+    # Eight clients in a closed loop that come back 0 to 7 ms after their
+    # answer, and commits of 3 ms: without a window each commit takes whatever
+    # arrived during the last one, and the clients split into small batches;
+    # with a 50 ms window each batch waits for all of them.
+    sizes = {}
+    for window_s in (0.0, 0.05):
+        commits = InstantCommits(seconds=0.003)
+        c = GroupCommitter(commits, max_events=500, max_wait_s=0.002, queue_max=100, flushers=1, window_s=window_s)
+        c.start()
+        await closed_loop_clients(c, clients=8, requests_each=10, think_s=0.001)
+        await c.close()
+        assert sorted(ts for b in commits.batches for ts in b) == sorted(k * 1000 + i for k in range(8) for i in range(10))
+        sizes[window_s] = len(commits.batches)
+    assert sizes[0.05] <= 15, f"80 events from 8 clients took {sizes[0.05]} commits with the window"
+    assert sizes[0.0] > 2 * sizes[0.05], sizes
+
+
+async def test_the_commit_window_never_delays_a_lone_client() -> None:
+    commits = InstantCommits()
+    c = GroupCommitter(commits, max_events=500, max_wait_s=0.002, queue_max=100, flushers=1, window_s=1.0)
+    c.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await closed_loop_clients(c, clients=1, requests_each=5, think_s=0)
+    # A window spent on each of the 5 events would take 5 s; one spent by mistake, 1 s.
+    assert loop.time() - started < 0.5
+    assert commits.batches == [[i] for i in range(5)]
+    await c.close()
+
+
+async def test_the_commit_window_is_bounded_when_clients_do_not_come_back() -> None:
+    commits = InstantCommits()
+    c = GroupCommitter(commits, max_events=500, max_wait_s=0.002, queue_max=100, flushers=1, window_s=0.05)
+    c.start()
+    await asyncio.gather(*(c.submit(reaction(i)) for i in range(6)))  # the last commit ended with 6 waiting
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await c.submit(reaction(6))  # alone now: waits for the 5 others at most the window
+    waited = loop.time() - started
+    assert 0.04 <= waited < 1.0, waited
+    assert commits.batches[-1] == [6]
+    await c.close()
