@@ -198,7 +198,8 @@ class GroupCommitter:
                 self._wake_at = target
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    async with asyncio.timeout(remaining):  # a timer, where wait_for would add a task
+                        await self._wakeup.wait()
                 except TimeoutError:
                     return
         finally:

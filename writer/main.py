@@ -13,7 +13,7 @@ from aiohttp import web
 from common.events import Reaction
 from common.hours import current_hour
 from common.partitions import Pruned
-from common.pg import WaitBounds, close_pool
+from common.pg import HeldConnections, WaitBounds, close_pool
 from common.schema import migrate
 from common.tasks import running
 from writer import db, retention, views
@@ -60,7 +60,9 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
     """The group committer; on the way out it drains: every accepted event is committed or answered."""
     settings = app[SETTINGS]
-    app[COMMITTER] = committer = make_committer(app)
+    # Each flusher keeps its connection; one transaction per request (no batching) keeps none.
+    connections = HeldConnections(app[POOL], settings.bounds, keep=settings.flushers if settings.batching else 0)
+    app[COMMITTER] = committer = make_committer(app, connections)
     committer.start()
     app[METRICS].watch_pending(lambda: committer.pending)
     log.info("writer ready on %s:%d (batching=%s)", settings.host, settings.port, settings.batching)
@@ -68,6 +70,7 @@ async def committer_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await committer.close()
+        await connections.close()
         log.info("writer drained and stopped")
 
 
@@ -103,11 +106,11 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def make_committer(app: web.Application) -> Committer:
-    settings, pool, metrics = app[SETTINGS], app[POOL], app[METRICS]
+def make_committer(app: web.Application, connections: HeldConnections) -> Committer:
+    settings, metrics = app[SETTINGS], app[METRICS]
 
     async def commit(batch: Sequence[Reaction]) -> None:
-        await db.commit_bounded(pool, settings.bounds, batch, current_hour())
+        await db.commit_bounded(connections, settings.bounds, batch, current_hour())
 
     def on_failure(size: int, exc: BaseException) -> None:
         metrics.on_failure(size, exc)

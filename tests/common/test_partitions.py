@@ -6,7 +6,7 @@ import asyncpg
 
 from common import partitions, rollups
 from common.events import Event, Reaction
-from common.pg import WaitBounds
+from common.pg import HeldConnections, WaitBounds
 from common.schema import migrate
 from tests.support.aggregator_app import BASE_HOUR, ts_in, write
 from tests.support.writer_db import rollup
@@ -36,9 +36,11 @@ async def prune(dsn: str, retention_days: int = 30) -> list[partitions.Pruned]:
 async def commit(dsn: str, batch: list[Reaction]) -> None:
     """Through the writer's commit path, which makes a missing day's partition."""
     pool = await db.open_pool(dsn, min_size=1, max_size=2, bounds=BOUNDS)
+    held = HeldConnections(pool, BOUNDS)
     try:
-        await db.commit_bounded(pool, BOUNDS, batch, BASE_HOUR)
+        await db.commit_bounded(held, BOUNDS, batch, BASE_HOUR)
     finally:
+        await held.close()
         await pool.close()
 
 
