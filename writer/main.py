@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
@@ -16,14 +17,14 @@ from common.partitions import Pruned
 from common.pg import HeldConnections, WaitBounds, close_pool
 from common.schema import migrate
 from common.tasks import running
-from writer import db, retention, views
+from writer import db, retention
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
 from writer.db import MIGRATE_TIMEOUT_S
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
 from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS
 from writer.metrics import WriterMetrics
-from writer.routes import setup_routes
+from writer.routes import dispatcher
 from writer.settings import Settings
 
 log = logging.getLogger("reactions.writer")
@@ -33,13 +34,15 @@ SHUTDOWN_TIMEOUT_S = 30.0
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the writer app; all I/O happens in its cleanup contexts, one per resource."""
+    """The writer's state and lifecycle; all I/O happens in its cleanup contexts, one per resource.
+
+    Requests do not go through it: see ``started`` and writer/routes.py.
+    """
     app = web.Application()
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
     app[GATE] = ListenGate(settings.host, settings.port)
     app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx])
-    setup_routes(app)
     return app
 
 
@@ -137,35 +140,47 @@ def make_committer(app: web.Application, connections: HeldConnections) -> Commit
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain. Signals only set an event that this loop waits on."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
-    admin = web.AppRunner(admin_app(app), access_log=None, handle_signals=False)
-    try:
-        await app[GATE].start(runner)
-        if settings.admin_port is not None:  # /healthz, /readyz, /metrics stay reachable while the gate is shut
-            await admin.setup()
-            await web.TCPSite(admin, settings.host, settings.admin_port).start()
-        await stop.wait()
-        log.info("stopping: draining the open batch")
-    finally:
-        await app[GATE].stop()
-        if settings.admin_port is not None:
+    async with started(app):
+        runner = web.ServerRunner(web.Server(dispatcher(app), access_log=None), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        # /healthz, /readyz and /metrics stay reachable on the admin port while the gate is shut.
+        admin = web.ServerRunner(web.Server(dispatcher(app, writes=False), access_log=None))
+        try:
+            await app[GATE].start(runner)
+            if settings.admin_port is not None:
+                await admin.setup()
+                await web.TCPSite(admin, settings.host, settings.admin_port).start()
+            await stop.wait()
+            log.info("stopping: draining the open batch")
+        finally:
+            await app[GATE].stop()
             await admin.cleanup()
-        await runner.cleanup()
+            await runner.cleanup()  # requests in flight are answered: the committer still runs
 
 
-def admin_app(main: web.Application) -> web.Application:
-    """The admin port's app: the main app's /healthz, /readyz and /metrics (its handlers, its state), no writes."""
-    admin = web.Application()
-    admin[HEALTH], admin[METRICS] = main[HEALTH], main[METRICS]
-    admin.router.add_get("/healthz", views.healthz)
-    admin.router.add_get("/readyz", views.readyz)
-    admin.router.add_get("/metrics", views.metrics)
-    return admin
+@contextlib.asynccontextmanager
+async def started(app: web.Application) -> AsyncIterator[web.Application]:
+    """The app's cleanup contexts entered (pool, committer, probe, upkeep), and left on the way out.
+
+    The app is the writer's lifecycle and state only: requests are served by
+    ``dispatcher`` on aiohttp's low-level server (writer/routes.py).
+    """
+    # As aiohttp's AppRunner does: the contexts store their resources in the
+    # app, which is frozen once they are in. A failed start leaves the
+    # contexts already entered (cleanup leaves only those).
+    app.on_startup.freeze()
+    try:
+        await app.startup()
+        app.freeze()
+        yield app
+    finally:
+        app.freeze()  # (after a failed start: its signals must be frozen to be sent)
+        await app.shutdown()
+        await app.cleanup()
 
 
 def main() -> None:

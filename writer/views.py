@@ -30,9 +30,9 @@ def outcome_unknown(reason: str) -> web.HTTPGatewayTimeout:
     )
 
 
-async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Response:
+async def store(app: web.Application, request: web.BaseRequest, parse: Callable[[], Reaction]) -> web.Response:
     """Validate, wait for the commit, answer 204 (or 400/503)."""
-    metrics = request.app[METRICS]
+    metrics = app[METRICS]
     try:
         require_utf8(request.raw_path)
         reaction = parse()
@@ -40,7 +40,7 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
         metrics.rejected.labels(exc.code).inc()
         raise
     try:
-        await request.app[COMMITTER].submit(reaction)
+        await app[COMMITTER].submit(reaction)
     except Overloaded as exc:
         metrics.overloaded.inc()
         raise unavailable(str(exc)) from None
@@ -53,27 +53,27 @@ async def store(request: web.Request, parse: Callable[[], Reaction]) -> web.Resp
     return web.Response(status=204)
 
 
-async def post_query(request: web.Request) -> web.Response:
+async def post_query(app: web.Application, request: web.BaseRequest) -> web.Response:
     key = request.headers.get("Idempotency-Key")
-    return await store(request, lambda: parse_query_write(request.query, key, now_ms()))
+    return await store(app, request, lambda: parse_query_write(request.query, key, now_ms()))
 
 
-async def post_path(request: web.Request) -> web.Response:
-    m, key = request.match_info, request.headers.get("Idempotency-Key")
-    return await store(request, lambda: parse_path_write(m["ts"], m["user"], m["event"], request.query, key, now_ms()))
+async def post_path(app: web.Application, request: web.BaseRequest, ts: str, user: str, event: str) -> web.Response:
+    key = request.headers.get("Idempotency-Key")
+    return await store(app, request, lambda: parse_path_write(ts, user, event, request.query, key, now_ms()))
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(app: web.Application, request: web.BaseRequest) -> web.Response:
     return web.Response(text="ok\n")
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response:
     """Ready while the last heartbeats committed: answered at once, from the probe's state."""
-    reason = request.app[HEALTH].down_reason
+    reason = app[HEALTH].down_reason
     if reason is not None:
         raise unavailable(f"not ready: {reason}")
     return web.Response(text="ready\n")
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return exposition(request.app[METRICS].registry)
+async def metrics(app: web.Application, request: web.BaseRequest) -> web.Response:
+    return exposition(app[METRICS].registry)

@@ -251,3 +251,13 @@ async def test_writer_sessions_commit_durably_whatever_the_database_default(shar
     finally:
         await admin.execute(f"ALTER DATABASE {database} RESET synchronous_commit")
         await admin.close()
+
+
+async def test_the_path_form_unescapes_its_segments_as_the_query_form_does(writer_client: WriterClient,
+                                                                           shard_dsn: str) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    for raw in ("a%2Fb", "100%25", "%C3%A9l%C3%A8ve"):
+        resp = await client.post(f"/analytics/{ts}/{raw}/click")
+        assert resp.status == 204, await resp.text()
+    assert {user for _, user, _ in await stored_events(shard_dsn)} == {"a/b", "100%", "élève"}

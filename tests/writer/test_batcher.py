@@ -196,7 +196,8 @@ async def test_the_commit_window_gathers_the_clients_just_answered() -> None:
         c.start()
         await closed_loop_clients(c, clients=8, requests_each=10, think_s=0.001)
         await c.close()
-        assert sorted(ts for b in commits.batches for ts in b) == sorted(k * 1000 + i for k in range(8) for i in range(10))
+        committed = sorted(ts for b in commits.batches for ts in b)
+        assert committed == sorted(k * 1000 + i for k in range(8) for i in range(10))
         sizes[window_s] = len(commits.batches)
     assert sizes[0.05] <= 15, f"80 events from 8 clients took {sizes[0.05]} commits with the window"
     assert sizes[0.0] > 2 * sizes[0.05], sizes
