@@ -28,9 +28,11 @@ from perf.results import (
     Scenario,
 )
 
-# Issue 5's goals (not test assertions): ratios to the same-run baselines.
-GET_MIN_RATIO_TO_CEILING = 0.85
-GET_MAX_P99_MS = 10.0
+# The performance goals (not test assertions; README, Performance): ratios to the
+# same-run baselines. The GET ceiling is nginx in front of trivial aiohttp with the
+# GET cache off, so the GET goal is what the cache must add.
+GET_MIN_RATIO_TO_CEILING = 2.5
+GET_MAX_P99_MS = 5.0
 POST_MIN_RATIO_TO_NAIVE = 3.0
 POST_MIN_RATIO_TO_CEILING = 0.5
 POST_MAX_P99_MS = 25.0
@@ -81,7 +83,7 @@ def mixed_checks(mixed: MixedRun | None) -> list[TargetCheck]:
 
 
 def evaluate(results: BenchResults) -> list[TargetCheck]:
-    """Each goal of issue 5 against this run's figures."""
+    """Each performance goal (README, Performance) against this run's figures."""
     return [
         ratio_check(results, GET_CURRENT, GET_CEILING, GET_MIN_RATIO_TO_CEILING,
                     f"GET current hour >= {GET_MIN_RATIO_TO_CEILING}x GET ceiling"),
