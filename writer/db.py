@@ -79,17 +79,17 @@ async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], curr
     that two batches of one shard holding the same retried keys wait for each
     other instead of deadlocking.
     """
-    statement = COMMIT_BATCH
+    statement, keys = COMMIT_BATCH, None  # unnest pads with NULLs: no key for any event
     if any(r.idempotency_key is not None for r in batch):
         batch = sorted(batch, key=lambda r: (r.username, r.idempotency_key or ""))
-        statement = COMMIT_KEYED_BATCH
+        statement, keys = COMMIT_KEYED_BATCH, [r.idempotency_key for r in batch]
     await conn.execute(
         statement,
         [r.ts for r in batch],
         [r.hour for r in batch],
         [r.username for r in batch],
         [int(r.event) for r in batch],
-        [r.idempotency_key for r in batch],
+        keys,
         current_hour,
     )
 
