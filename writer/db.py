@@ -27,19 +27,18 @@ log = logging.getLogger(__name__)
 
 # One statement, so one round trip and (outside a transaction block) one
 # commit per batch:
-# - ``ev`` appends the raw events; a repeated idempotency key inserts nothing
-#   (only a batch holding a key arbitrates: see KEYED_CONFLICT);
+# - ``ev`` appends the raw events; a repeated idempotency key inserts nothing;
 # - ``hc`` adds the inserted events to their hours' counters in hour order
 #   (so two batches lock hours in the same order) and bumps each hour's
 #   version under the row lock it then holds until commit;
 # - the final INSERT adds first-seen users with that version;
 # - the SELECT notifies the aggregators of every hour but the current one;
 #   PostgreSQL delivers a NOTIFY only if the transaction commits.
-COMMIT_BATCH_TEMPLATE = f"""
+COMMIT_BATCH = f"""
 WITH ev AS (
     INSERT INTO reactions (ts, hour, username, event, idem_key)
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::smallint[], $5::text[])
-    {{on_conflict}}
+    ON CONFLICT (username, idem_key, hour) WHERE idem_key IS NOT NULL DO NOTHING
     RETURNING hour, username, event
 ), per_hour AS (
     SELECT hour,
@@ -62,14 +61,6 @@ WITH ev AS (
 SELECT hour, pg_notify('{LATE_WRITES_CHANNEL}', hour::text)
 FROM hc WHERE hour <> $6
 """
-# The arbiter of idempotency keys. A row without a key can never conflict on
-# this partial index, yet ON CONFLICT inserts every row speculatively (an
-# index pre-check and one more WAL record per row): a batch without keys is
-# committed without it, at about 100 µs less PostgreSQL CPU per batch
-# (README, Performance).
-KEYED_CONFLICT = "ON CONFLICT (username, idem_key, hour) WHERE idem_key IS NOT NULL DO NOTHING"
-COMMIT_BATCH = COMMIT_BATCH_TEMPLATE.format(on_conflict="")
-COMMIT_KEYED_BATCH = COMMIT_BATCH_TEMPLATE.format(on_conflict=KEYED_CONFLICT)
 
 
 async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int) -> None:
@@ -79,12 +70,12 @@ async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], curr
     that two batches of one shard holding the same retried keys wait for each
     other instead of deadlocking.
     """
-    statement, keys = COMMIT_BATCH, None  # unnest pads with NULLs: no key for any event
+    keys = None  # no event has a key: unnest pads the keys with NULLs, and nothing is encoded
     if any(r.idempotency_key is not None for r in batch):
         batch = sorted(batch, key=lambda r: (r.username, r.idempotency_key or ""))
-        statement, keys = COMMIT_KEYED_BATCH, [r.idempotency_key for r in batch]
+        keys = [r.idempotency_key for r in batch]
     await conn.execute(
-        statement,
+        COMMIT_BATCH,
         [r.ts for r in batch],
         [r.hour for r in batch],
         [r.username for r in batch],

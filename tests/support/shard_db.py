@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncpg
 
+from common import partitions
 from common.schema import migrate
 
 
 async def reset_database(dsn: str) -> None:
-    """Migrate and empty a shard database."""
+    """Migrate and empty a shard database, as a new one is: no rows, and no day partitions of the raw log.
+
+    Partitions left by an earlier test would be pruned or verified by the next one.
+    """
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
+        for day in sorted(await partitions.existing_days(conn)):
+            await conn.execute(f"DROP TABLE {partitions.partition_name(day)}")
         await conn.execute("TRUNCATE reactions, hour_counts, hour_users, raw_pruned")
     finally:
         await conn.close()
