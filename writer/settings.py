@@ -23,8 +23,10 @@ class Settings:
     batch_max_wait_ms: float = 2.0
     # The commit window: a flusher with no commit in flight waits up to this
     # long (from the batch's first event) for as many events as were waiting
-    # when the last commit ended. 0: commit whatever has arrived.
-    commit_window_ms: float = 2.0
+    # when the last commit ended. 0: commit whatever has arrived. Measured
+    # (README, Performance): 5 ms gave batches of 10 and 20% less CPU per
+    # event than 2 ms, at the same throughput and p99.
+    commit_window_ms: float = 5.0
     # Events waiting for a commit, beyond which new ones get 503 Retry-After.
     queue_max_events: int = 20_000
     # Batches committed at once, each on its own connection. With one, the
@@ -93,6 +95,9 @@ class Settings:
             admin_port=env_int("REACTIONS_ADMIN_PORT", 0, minimum=0) or None,
             raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
         )
+        if settings.commit_window_ms / 1000 >= settings.queue_wait_s:
+            raise SettingsError("REACTIONS_COMMIT_WINDOW_MS must be below REACTIONS_QUEUE_WAIT_MS"
+                                " (an event that waited the queue-wait bound is refused)")
         if settings.pool_size < settings.flushers + 1:
             raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS"
                                 " (one connection stays for the heartbeat and the raw log's upkeep)")
