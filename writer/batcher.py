@@ -120,6 +120,11 @@ class GroupCommitter:
         self._refusing = reason
         batch, self._open = self._open, Batch()
         self._resolve(batch, NotStored(reason))
+        # Its clients were told to go elsewhere: the window waits for nobody
+        # until a commit shows how many come back, and a flusher lingering on
+        # the refused batch stops waiting for it.
+        self._expected = 1
+        self._wakeup.set()
 
     def resume(self) -> None:
         self._refusing = None
@@ -190,8 +195,10 @@ class GroupCommitter:
             target, deadline = min(self._expected, self._max_events), self._open.opened_at + self._window_s
         else:
             return
+        batch = self._open
         try:
-            while len(self._open.reactions) < target and not self._closing:
+            # Until another flusher takes the batch or refuse() answers it: then the target is stale.
+            while self._open is batch and len(batch.reactions) < target and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
@@ -218,6 +225,8 @@ class GroupCommitter:
         batch = self._open
         if len(batch.reactions) <= self._max_events:
             self._open = Batch()
+            if self._flushers_wanted > 1:
+                self._wakeup.set()  # another flusher lingering on this batch stops waiting for it
         else:
             self._open = batch.split(self._max_events)
             self._wakeup.set()

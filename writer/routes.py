@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from writer import views
 
@@ -43,10 +43,23 @@ def path_write_segments(path_safe: str) -> tuple[str, str, str] | None:
     return ts, user, event
 
 
+async def expect(request: web.BaseRequest) -> None:
+    """An ``Expect`` header, answered as aiohttp's router answers it: 100 Continue, else 417 (nothing stored)."""
+    value = request.headers.get("Expect", "")
+    if request.version == HttpVersion11:
+        if value.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {value}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own size starts after it
+    await request.writer.drain()
+
+
 def dispatcher(app: web.Application, *, writes: bool = True) -> Handler:
     """The request handler of a writer port; ``writes=False`` for the admin port (reads only)."""
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        if "Expect" in request.headers:
+            await expect(request)
         path, method = request.path, request.method
         if writes and path.startswith(WRITE_PATH):
             if path == WRITE_PATH:

@@ -261,3 +261,14 @@ async def test_the_path_form_unescapes_its_segments_as_the_query_form_does(write
         resp = await client.post(f"/analytics/{ts}/{raw}/click")
         assert resp.status == 204, await resp.text()
     assert {user for _, user, _ in await stored_events(shard_dsn)} == {"a/b", "100%", "élève"}
+
+
+async def test_an_expect_header_is_answered_as_aiohttps_router_answers_it(writer_client: WriterClient,
+                                                                          shard_dsn: str) -> None:
+    client = await writer_client()
+    ts = now_ms()
+    resp = await client.post(f"/analytics/{ts}/refused/click", headers={"Expect": "something-else"})
+    assert resp.status == 417
+    resp = await client.post(f"/analytics/{ts}/continued/click", expect100=True)
+    assert resp.status == 204
+    assert {user for _, user, _ in await stored_events(shard_dsn)} == {"continued"}

@@ -228,3 +228,24 @@ async def test_the_commit_window_is_bounded_when_clients_do_not_come_back() -> N
     assert 0.04 <= waited < 1.0, waited
     assert commits.batches[-1] == [6]
     await c.close()
+
+
+async def test_after_a_refusal_the_window_waits_for_nobody() -> None:
+    # The last commit ended with 3 events waiting: the window waits for 3. The
+    # open batch is refused meanwhile (its clients go elsewhere): the first
+    # event after it must not wait a window for the clients of before.
+    commits = InstantCommits()
+    c = GroupCommitter(commits, max_events=500, max_wait_s=0.002, queue_max=100, flushers=1, window_s=5.0)
+    c.start()
+    await asyncio.gather(*(c.submit(reaction(i)) for i in range(3)))
+    lingering = asyncio.ensure_future(c.submit(reaction(3)))
+    await settle()
+    c.refuse("the database is down")
+    with pytest.raises(NotStored):
+        await lingering
+    c.resume()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await c.submit(reaction(4))
+    assert loop.time() - started < 2.5, "the first event after the refusal waited out a window"
+    await c.close()
