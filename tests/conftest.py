@@ -16,11 +16,20 @@ from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port
 from tests.support.passwords import session_passfile
 from tests.support.shard_db import reset_database
-from tests.support.tmpdirs import world_traversable_tmpdir
+from tests.support.tmpdirs import remove_session_tmpdirs, world_traversable_tmpdir
 
 SHARD_DATABASES = ("shard_a", "shard_b", "shard_c")
 # Every server the tests start requires the password; clients find it here, as libpq's would.
 os.environ["PGPASSFILE"] = str(session_passfile())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdirs_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's temporary directories go at its end (first in, so last out: after every server
+    stopped), unless a test failed: then they stay, with their logs."""
+    yield
+    if request.session.testsfailed == 0:
+        remove_session_tmpdirs()
 
 
 @pytest.fixture(scope="session")

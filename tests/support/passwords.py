@@ -8,16 +8,16 @@ given it as its passfile (ClusterSettings.passfile).
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
 from sharding.local.passfile import ensure_passfile
 from sharding.local.postgres import PG_USER
+from tests.support.tmpdirs import session_tmpdir
 
 
 @functools.cache
 def session_passfile() -> Path:
     """Made once per test process, in a directory only we read (mkdtemp: mode 700)."""
-    path = Path(tempfile.mkdtemp(prefix="reactions-pgpass-")) / "pgpass"
+    path = session_tmpdir("reactions-pgpass-") / "pgpass"
     ensure_passfile(path, PG_USER)
     return path
