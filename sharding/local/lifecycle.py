@@ -8,6 +8,7 @@ cluster of this PORT and DATA_DIR and prints what was done.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 
@@ -21,15 +22,15 @@ from sharding.local.operations import require_running, step
 CONNECT_TIMEOUT_S = 10.0
 
 
-async def _connect(shard: Shard) -> asyncpg.Connection:
+async def _connect(shard: Shard, passfile: Path) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(shard.dsn, timeout=CONNECT_TIMEOUT_S)
+        return await asyncpg.connect(shard.dsn, passfile=str(passfile), timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise ClusterError(f"shard {shard.name}: cannot connect ({type(exc).__name__}: {exc})") from exc
 
 
-async def _prune_shard(shard: Shard, today: int, older_than_days: int) -> list[partitions.Pruned]:
-    conn = await _connect(shard)
+async def _prune_shard(shard: Shard, passfile: Path, today: int, older_than_days: int) -> list[partitions.Pruned]:
+    conn = await _connect(shard, passfile)
     try:
         return await partitions.prune(conn, today, older_than_days)
     finally:
@@ -44,7 +45,7 @@ def prune(cluster: LocalCluster, older_than_days: int) -> int:
     step(f"keeping raw events from {partitions.hour_range_text(first_kept)} on; rollups are kept whole")
     total = 0
     for shard in load(cluster.shards_file).shards:
-        dropped = asyncio.run(_prune_shard(shard, today, older_than_days))
+        dropped = asyncio.run(_prune_shard(shard, cluster.passfile, today, older_than_days))
         for day in dropped:
             step(f"shard {shard.name}: dropped {day.name}, {partitions.hour_range_text(day.day)}, "
                  f"{day.bytes:,} bytes")
@@ -61,8 +62,8 @@ def find_shard(cluster: LocalCluster, name: str) -> Shard:
     raise ClusterError(f"no shard named {name!r} in {cluster.shards_file}")
 
 
-async def _verify(shard: Shard, repair: bool) -> bool:
-    conn = await _connect(shard)
+async def _verify(shard: Shard, passfile: Path, repair: bool) -> bool:
+    conn = await _connect(shard, passfile)
     try:
         found = await rollups.verify(conn)
         step(f"shard {shard.name}: {found.covered_hours} hour(s) covered by the raw log checked, "
@@ -88,4 +89,4 @@ async def _repair(conn: asyncpg.Connection, shard: Shard, differences: list[roll
 def verify_shard(cluster: LocalCluster, name: str, repair: bool) -> bool:
     """Compare a shard's rollups with its raw events (and rebuild mismatched hours); True if they agree."""
     require_running(cluster)
-    return asyncio.run(_verify(find_shard(cluster, name), repair))
+    return asyncio.run(_verify(find_shard(cluster, name), cluster.passfile, repair))

@@ -140,7 +140,9 @@ async def shard_event_count(dsn: str) -> int:
 
 
 def cli_env(cluster: LocalCluster) -> dict[str, str]:
-    return {**os.environ, "PORT": str(cluster.settings.port), "DATA_DIR": str(cluster.root),
+    """A user's environment: the cluster's settings, and no PGPASSFILE (the tests' own clients have one)."""
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSFILE"}
+    return {**env, "PORT": str(cluster.settings.port), "DATA_DIR": str(cluster.root),
             "PASSFILE": str(cluster.passfile)}
 
 
