@@ -91,12 +91,12 @@ class PastHours:
         """``cached`` for many hours, with one check of every shard for all those past the bound."""
         found: dict[int, bytes] = {}
         unconfirmed: list[int] = []
-        oldest = time.monotonic() - self._trust_s
+        oldest, names = time.monotonic() - self._trust_s, shards.names
         for hour in hours:
             entry = self._cache.get(hour)
             if entry is None:
                 continue
-            if entry.answer.stamps.keys() != shards.names:
+            if entry.answer.stamps.keys() != names:
                 self.invalidate(hour, "topology")
             elif entry.confirmed_at < oldest:
                 unconfirmed.append(hour)

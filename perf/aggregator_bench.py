@@ -24,12 +24,10 @@ import argparse
 import asyncio
 import gc
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -45,8 +43,8 @@ from aggregator.shards import ShardSet
 from common.hours import current_hour, hour_start_ms
 from common.pg import WaitBounds
 from common.schema import migrate
+from perf.postgres import bench_postgres
 from perf.wrk import run_wrk
-from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port
 
 SHARDS = 3
@@ -295,16 +293,6 @@ def report(rss_per_user: float, traced_per_user: float, cold: list[float], ours:
     print(f"  same, from server CPU per request          {cpu_ratio:7.3f}")
 
 
-def start_shards(root: Path) -> list[LocalPostgres]:
-    servers: list[LocalPostgres] = []
-    os.environ["PGPASSFILE"] = str(root / "pgpass")  # this process's own connections find the password there
-    for i in range(SHARDS):
-        server = LocalPostgres(root / f"shard{i}", free_port(), passfile=root / "pgpass")
-        servers.append(server)
-        server.start()
-    return servers
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -318,16 +306,8 @@ def main() -> None:
     if args.serve_trivial:
         serve_trivial(args.serve_trivial)
         return
-    root = Path(tempfile.mkdtemp(prefix="reactions-aggbench-"))
-    os.chmod(root, 0o755)
-    servers: list[LocalPostgres] = []
-    try:
-        servers = start_shards(root)
+    with bench_postgres("reactions-aggbench-", SHARDS) as (_, servers):
         asyncio.run(bench([s.dsn for s in servers], args))
-    finally:
-        for server in servers:
-            server.stop("fast")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import asyncpg
 import uvloop
@@ -31,9 +28,8 @@ from common.events import Event, Reaction
 from common.hours import current_hour, hour_of, now_ms
 from common.pg import HeldConnections, WaitBounds, bounded_connection
 from common.schema import migrate
+from perf.postgres import bench_postgres
 from perf.procs import CLOCK_TICKS, cpu_ticks
-from sharding.local.postgres import LocalPostgres
-from sharding.local.processes import free_port
 from writer import db
 
 BOUNDS = WaitBounds(acquire_s=0.5, statement_s=1.0)
@@ -103,15 +99,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--users", type=int, default=2000, help="distinct users the events draw from")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="reactions-commit-bench-"))
-    os.chmod(work, 0o755)  # PostgreSQL's OS user must traverse it
-    pg = LocalPostgres(work / "pg", free_port(), passfile=work / "pgpass")
-    os.environ["PGPASSFILE"] = str(work / "pgpass")
-    pg.start()
-    try:
+    with bench_postgres("reactions-commit-bench-") as (_, [pg]):
         results = uvloop.run(run(pg.dsn, args))
-    finally:
-        pg.stop()
     print(f"\n{args.batch} events per batch from {args.users:,} users, {args.batches:,} batches per round, "
           f"median of {args.rounds} alternated rounds; CPU µs per batch")
     print("| variant | writer | PostgreSQL |")

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
-import shutil
-import tempfile
-from pathlib import Path
 
 import asyncpg
 
@@ -27,8 +23,7 @@ from common import partitions
 from common.events import Event, Reaction
 from common.hours import MS_PER_HOUR, hour_of, now_ms
 from common.schema import migrate
-from sharding.local.postgres import LocalPostgres
-from sharding.local.processes import free_port
+from perf.postgres import bench_postgres
 from writer.db import commit_batch
 
 BATCH = 500
@@ -75,16 +70,9 @@ def main() -> None:
     parser.add_argument("--key-share", type=float, default=0.5, help="share of events with an idempotency key")
     parser.add_argument("--rate", type=int, default=10_000, help="events per second, for the per-day figure")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="reactions-disk-usage-"))
-    os.chmod(work, 0o755)
-    pg = LocalPostgres(work / "pg", free_port())
-    pg.start()
-    try:
+    with bench_postgres("reactions-disk-usage-") as (_, [pg]):
         per_event, per_user_hour = asyncio.run(measure(pg.dsn, args.events, args.users_per_hour,
                                                           args.key_share))
-    finally:
-        pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
     print(f"raw log: {per_event:.1f} bytes per event (table and index; {args.key_share:.0%} of events with a key)")
     print(f"hour_users: {per_user_hour:.1f} bytes per user and hour (table and both indexes)")
     per_day = per_event * args.rate * SECONDS_PER_DAY

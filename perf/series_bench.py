@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 
 from common.hours import current_hour, hour_start_ms
-from perf.aggregator_bench import SHARDS, migrate_all, spawn, start_shards, stop, wait_http
-from sharding.local.postgres import LocalPostgres
+from perf.aggregator_bench import SHARDS, migrate_all, spawn, stop, wait_http
+from perf.postgres import bench_postgres
 from sharding.local.processes import free_port
 
 # Users of every hour in [$1, $2] with numbers in [$3, $4]; one statement for a whole range.
@@ -206,16 +202,8 @@ def main() -> None:
     parser.add_argument("--long-hours", type=int, default=744)
     parser.add_argument("--long-users", type=int, nargs="*", default=[250, 500, 1000, 2000])
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="reactions-seriesbench-"))
-    os.chmod(root, 0o755)
-    servers: list[LocalPostgres] = []
-    try:
-        servers = start_shards(root)
+    with bench_postgres("reactions-seriesbench-", SHARDS) as (_, servers):
         asyncio.run(bench([s.dsn for s in servers], args))
-    finally:
-        for server in servers:
-            server.stop("fast")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.postgres import bench_postgres
 from perf.procs import ComponentCpu
 from perf.scrape import batch_details, writer_totals
 from perf.wrk import POST_SCRIPT, WrkResult, median_result, run_wrk
-from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import ProcessRecord, free_port, spawn, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,10 +109,6 @@ def main() -> None:
                         help="one more writer, differing by these settings")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="reactions-writer-bench-"))
-    os.chmod(work, 0o755)
-    pg = LocalPostgres(work / "pg", free_port(), passfile=work / "pgpass")
-    pg.start()
     variants = {
         # The same process with batching disabled, with its default pool ...
         NAIVE: {"REACTIONS_BATCHING": "0"},
@@ -124,7 +118,7 @@ def main() -> None:
         **dict(args.variant),
     }
     runs: dict[str, list[Run]] = {name: [] for name in (TRIVIAL, *variants)}
-    try:
+    with bench_postgres("reactions-writer-bench-") as (work, [pg]):
         postmaster = pg.pid()
         assert postmaster is not None, "PostgreSQL is not running"
         for _ in range(args.rounds):
@@ -137,8 +131,6 @@ def main() -> None:
                 r = results[-1]
                 print(f"  {name}: {r.wrk.requests_per_s:,.0f} req/s, p99 {r.wrk.p99_ms:.1f} ms, "
                       f"{r.server_us:.0f} + {r.postgres_us:.0f} µs of CPU per request", flush=True)
-    finally:
-        pg.stop()
     naive = max((median_result([r.wrk for r in runs[n]]) for n in (NAIVE, NAIVE_WIDE)), key=lambda r: r.requests_per_s)
     print(f"\nOne server process, wrk straight at it, {args.connections} connections, median of {args.rounds} x "
           f"{args.seconds:g} s; ratios against the faster of the two one-transaction-per-request writers")

@@ -196,13 +196,13 @@ class GroupCommitter:
         else:
             return
         batch = self._open
+        self._wake_at = target
         try:
             # Until another flusher takes the batch or refuse() answers it: then the target is stale.
             while self._open is batch and len(batch.reactions) < target and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._wake_at = target
                 self._wakeup.clear()
                 try:
                     async with asyncio.timeout(remaining):  # a timer, where wait_for would add a task

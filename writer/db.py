@@ -17,6 +17,7 @@ from common.pg import (
     create_pool_with_retry,
     init_connection,
     is_connection_error,
+    is_open,
     keep_session,
     server_settings,
 )
@@ -107,7 +108,7 @@ async def commit_bounded(
         raise NotStored(f"database unreachable ({type(exc).__name__}); retry") from exc
     failure: BaseException | None = None
     try:
-        if conn.is_closed():
+        if not is_open(conn):
             raise NotStored("database connection closed before the commit; retry")
         try:
             await _commit_once(conn, bounds, batch, current_hour)
@@ -165,8 +166,7 @@ async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: se
     try:
         async with asyncio.timeout(bounds.statement_s):
             created = await partitions.ensure_days(conn, days)
-    except TimeoutError as exc:
-        conn.terminate()  # it may be stuck in the DDL: never handed back
+    except TimeoutError as exc:  # raised from the timeout: HeldConnections terminates the connection
         raise NotStored("creating a day's partition took too long; retry") from exc
     except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
         raise NotStored(f"could not create a day's partition ({type(exc).__name__}); retry") from exc

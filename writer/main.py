@@ -19,7 +19,6 @@ from common.schema import migrate
 from common.tasks import running
 from writer import db, retention
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
-from writer.db import MIGRATE_TIMEOUT_S
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
 from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS
@@ -52,7 +51,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.open_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size,
                               bounds=settings.bounds)
     try:
-        async with asyncio.timeout(MIGRATE_TIMEOUT_S), pool.acquire() as conn:
+        async with asyncio.timeout(db.MIGRATE_TIMEOUT_S), pool.acquire() as conn:
             await migrate(conn)
         app[POOL] = pool
         yield

@@ -19,9 +19,6 @@ from writer import views
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 View = Callable[[web.Application, web.BaseRequest], Awaitable[web.StreamResponse]]
 
-# The router pattern this dispatch replaces, for the tests that compare the
-# two: any non-empty segment (aiohttp's default, [^{}/]+, refused "{" and "}").
-SEGMENT_PATTERN = "[^/]+"
 WRITE_PATH = "/analytics"
 WRITE_PREFIX = WRITE_PATH + "/"
 READS: dict[str, View] = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}

@@ -9,20 +9,13 @@ from common.events import Event, Reaction
 from common.pg import HeldConnections, WaitBounds
 from common.schema import migrate
 from tests.support.aggregator_app import BASE_HOUR, ts_in, write
+from tests.support.shard_db import fetchval
 from tests.support.writer_db import rollup
 from writer import db
 
 TODAY = partitions.day_of_hour(BASE_HOUR)
 OLD_HOUR = BASE_HOUR - 40 * 24
 BOUNDS = WaitBounds(acquire_s=2.0, statement_s=5.0)
-
-
-async def fetchval(dsn: str, sql: str, *args: object) -> object:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def prune(dsn: str, retention_days: int = 30) -> list[partitions.Pruned]:

@@ -9,6 +9,7 @@ from common import partitions
 from common.hours import MS_PER_HOUR, hour_of, now_ms
 from sharding.local.cluster import LocalCluster
 from tests.support.cluster import base_url, post, sharding_cli, topology, unique_users, wait_counts
+from tests.support.shard_db import fetchval
 
 DAY_MS = 24 * MS_PER_HOUR
 # Damage an hour of one shard so that every GET shows it: a user who never
@@ -17,14 +18,6 @@ DAMAGE = """
 UPDATE hour_counts SET clicks = clicks + 5, version = version + 1 WHERE hour = $1;
 INSERT INTO hour_users (hour, username, version) SELECT $1, 'ghost', version FROM hour_counts WHERE hour = $1;
 """
-
-
-async def execute(dsn: str, sql: str, *args: object) -> object:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def damage(dsn: str, hour: int) -> None:
@@ -52,7 +45,7 @@ async def test_prune_then_verify_and_repair_a_damaged_hour(cluster: LocalCluster
         assert f"dropped {old_partition}" in pruned.stdout, pruned.stdout
         assert partitions.partition_name(partitions.day_of_hour(hour_of(recent_ts))) not in pruned.stdout
         for shard in topology(cluster).shards:
-            assert await execute(shard.dsn, "SELECT count(*) FROM reactions WHERE hour = $1", hour_of(old_ts)) == 0
+            assert await fetchval(shard.dsn, "SELECT count(*) FROM reactions WHERE hour = $1", hour_of(old_ts)) == 0
         await wait_counts(session, base, old_ts, (40, 40, 0))  # rollups are never expired
         await wait_counts(session, base, recent_ts, (40, 0, 40))
 

@@ -13,12 +13,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
-import asyncpg
 from yarl import URL
 
 from common.hours import MS_PER_HOUR, now_ms
 from sharding.config import RETIRED
-from tests.support.cluster import counts, own_past_hour_ts, post, unique_users
+from tests.support.cluster import counts, own_past_hour_ts, post, shard_event_count, unique_users, wait_counts
 from tests.support.hosts import AGGREGATOR_PORT, ENTRY_PORT, Hosts, listening, shards_json, stop_process
 from tests.support.netns import partitioned
 from tests.waiting import wait_until
@@ -55,19 +54,6 @@ async def test_the_http_contract_through_the_entry_host(hosts: Hosts) -> None:
                 assert resp.status == 404, f"{path} on the public port"
         async with session.get(f"http://{hosts.entry.address}:{ENTRY_PORT + 1}/shards.json") as resp:
             assert resp.status == 200, "the shard file is on the internal topology port"
-
-
-async def wait_counts(session: aiohttp.ClientSession, base: str, ts: int, expected: tuple[int, int, int]) -> None:
-    seen: list[tuple[int, int, int] | None] = []
-
-    async def exact() -> bool:
-        seen.append(await counts(session, base, ts))
-        return seen[-1] == expected
-
-    try:
-        await wait_until(exact, f"GET {ts} answers {expected}", EXACT_DEADLINE_S, poll_s=0.1)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last answer {seen[-1] if seen else None}") from None
 
 
 @dataclass
@@ -109,9 +95,14 @@ class Load:
             return 0
 
 
-async def run_load(base: str, ts: int, during: asyncio.Future[object]) -> Load:
-    """The load until ``during`` is done, then every client finishes its event."""
-    load, users, tag = Load(base, ts), itertools.count(), uuid.uuid4().hex[:8]
+async def load_running(load: Load) -> None:
+    """Until the load has its first answer: it runs before the fault or the change starts."""
+    await wait_until(lambda: bool(load.acknowledged), "the load's first acknowledged event", EXACT_DEADLINE_S)
+
+
+async def run_load(load: Load, during: asyncio.Future[object]) -> Load:
+    """``load`` until ``during`` is done, then every client finishes its event."""
+    users, tag = itertools.count(), uuid.uuid4().hex[:8]
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         clients = [asyncio.create_task(load.client(session, users, tag)) for _ in range(LOAD_CLIENTS)]
@@ -129,12 +120,14 @@ async def test_apply_adds_a_shard_on_a_fourth_host_under_load(hosts: Hosts) -> N
     before = hosts.topology()
     hosts.edit(before.with_shard(added.shard()))
 
+    load = Load(hosts.base, ts)
+
     async def apply_midway() -> object:
-        await asyncio.sleep(0.5)  # the load is running before the topology changes
+        await load_running(load)
         return await asyncio.to_thread(hosts.apply)
 
     applying = asyncio.ensure_future(apply_midway())
-    load = await run_load(hosts.base, ts, applying)
+    await run_load(load, applying)
     result = applying.result()
     assert result.returncode == 0, result.stderr
     steps = result.stdout
@@ -153,7 +146,7 @@ async def test_apply_adds_a_shard_on_a_fourth_host_under_load(hosts: Hosts) -> N
     for address in hosts.aggregators:
         assert shards_json(hosts, address)["d"]["healthy"], f"{address} reads d"
     assert added.name in {s.name for s in hosts.topology().active_shards}
-    assert await rows_on(added.dsn) > 0, "writes reach the new host"
+    assert await shard_event_count(added.dsn) > 0, "writes reach the new host"
     again = hosts.apply()
     assert again.returncode == 0 and "nothing to do" in again.stdout, "apply is idempotent"
 
@@ -180,14 +173,6 @@ async def test_apply_adds_and_removes_an_aggregator_host(hosts: Hosts) -> None:
         await wait_counts(session, hosts.base, ts, (1, 1, 0))
 
 
-async def rows_on(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM reactions"))
-    finally:
-        await conn.close()
-
-
 async def test_a_retired_shard_takes_no_writes_and_is_still_counted(hosts: Hosts) -> None:
     ts = own_past_hour_ts()
     victim = hosts.topology().active_shards[0]
@@ -196,7 +181,7 @@ async def test_a_retired_shard_takes_no_writes_and_is_still_counted(hosts: Hosts
         for user in first:
             assert await post(session, f"{hosts.base}/analytics/{ts}/{user}/click") == 204
         await wait_counts(session, hosts.base, ts, (60, 60, 0))
-        held = await rows_on(victim.dsn)
+        held = await shard_event_count(victim.dsn)
         hosts.edit(hosts.topology().with_state(victim.name, RETIRED))
         result = await asyncio.to_thread(hosts.apply)
         assert result.returncode == 0, result.stderr
@@ -204,7 +189,7 @@ async def test_a_retired_shard_takes_no_writes_and_is_still_counted(hosts: Hosts
         for user in unique_users(60, "post"):
             assert await post(session, f"{hosts.base}/analytics/{ts}/{user}/click") == 204
         await wait_counts(session, hosts.base, ts, (120, 120, 0))
-    assert await rows_on(victim.dsn) == held, "no write reached the retired shard"
+    assert await shard_event_count(victim.dsn) == held, "no write reached the retired shard"
 
 
 async def test_a_shard_host_cut_off_fails_writes_over_and_loses_nothing(hosts: Hosts) -> None:
@@ -216,8 +201,10 @@ async def test_a_shard_host_cut_off_fails_writes_over_and_loses_nothing(hosts: H
         start = await counts(session, hosts.base, ts)
         assert start is not None
 
+        load = Load(hosts.base, ts)
+
         async def cut_off() -> object:
-            await asyncio.sleep(0.5)
+            await load_running(load)
             with partitioned(victim.host):
                 window.append(time.monotonic())
                 await wait_until(lambda: read_kind(session, hosts.base, ts, seen), "a read is marked stale or 503",
@@ -226,7 +213,7 @@ async def test_a_shard_host_cut_off_fails_writes_over_and_loses_nothing(hosts: H
                 window.append(time.monotonic())
             return None
 
-        load = await run_load(hosts.base, ts, asyncio.ensure_future(cut_off()))
+        await run_load(load, asyncio.ensure_future(cut_off()))
         during = sum(window[0] <= t <= window[1] for t in load.acknowledged_at)
         assert during > 20, f"writes failed over while {victim.host} was cut off ({during}; {load.answers})"
         n, unknown = len(load.acknowledged), len(load.unknown)

@@ -27,6 +27,7 @@ from sharding.local.cluster import LocalCluster
 from sharding.local.processes import port_is_free
 from sharding.local.settings import PORT_SPAN, ClusterSettings
 from tests.support.passwords import session_passfile
+from tests.support.shard_db import fetchval
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 # Long enough for a loaded CI machine, short enough that a broken path fails fast.
@@ -132,11 +133,9 @@ async def shards_holding(cluster: LocalCluster, users: list[str]) -> dict[str, s
 
 
 async def shard_event_count(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM reactions"))
-    finally:
-        await conn.close()
+    count = await fetchval(dsn, "SELECT count(*) FROM reactions")
+    assert isinstance(count, int)
+    return count
 
 
 def cli_env(cluster: LocalCluster) -> dict[str, str]:

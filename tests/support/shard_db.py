@@ -21,3 +21,12 @@ async def reset_database(dsn: str) -> None:
         await conn.execute("TRUNCATE reactions, hour_counts, hour_users, raw_pruned")
     finally:
         await conn.close()
+
+
+async def fetchval(dsn: str, sql: str, *args: object) -> object:
+    """One value from a shard database, on a connection of its own."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()

@@ -7,11 +7,16 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_urldispatcher import UrlDispatcher
 
-from writer.routes import SEGMENT_PATTERN, path_write_segments
+from writer.routes import path_write_segments
 
 
 async def accepted(request: web.Request) -> web.Response:
     return web.Response(status=204)
+
+
+# The pattern of the router this dispatch replaced (writer/routes.py before it):
+# any non-empty segment.
+SEGMENT_PATTERN = "[^/]+"
 
 
 @pytest.mark.parametrize("path", [
