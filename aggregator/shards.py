@@ -26,7 +26,7 @@ import aiohttp
 import asyncpg
 
 from common.pg import WaitBounds, close_pool, init_connection, keep_session, redact, server_settings
-from common.retry import Waiting
+from common.retry import Waiting, failure_text
 from sharding.config import ACTIVE, ConfigError, Shard, load, parse
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class ShardSet:
                 raw = await resp.json(content_type=None)
                 etag = resp.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise TopologyUnavailable(f"cannot read the shard file at {self._url}: {exc!r}") from None
+            raise TopologyUnavailable(f"cannot read the shard file at {self._url}: {failure_text(exc)}") from None
         try:
             shards = parse(raw).shards
         except ConfigError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class Waiting:
     tries: int = 0
     reason: str | None = None
     done: bool = False
+    # Where a failed try is told (a command prints it, a service logs it).
+    report: Callable[[str], None] = field(default=log.warning, repr=False, compare=False)
 
     def describe(self) -> str:
         """For /readyz and the log: ``waiting for X: why (try N)``."""
@@ -59,7 +61,7 @@ class Waiting:
         self.tries += 1
         changed, self.reason = reason != self.reason, reason
         if changed or self.tries % LOG_EVERY_TRIES == 0:
-            log.warning("%s; trying again", self.describe())
+            self.report(f"{self.describe()}; trying again")
 
     def succeeded(self) -> None:
         if self.tries:

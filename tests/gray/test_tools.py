@@ -15,7 +15,7 @@ import pytest
 
 from sharding.local.postgres import LocalPostgres
 from tests.support.freeze import frozen, is_stopped
-from tests.support.netns import BENCHMARK_RANGE, Host, HostNetwork, partitioned, require_netns, route_device
+from tests.support.netns import HOSTS_RANGE, Host, HostNetwork, partitioned, require_netns, route_device
 from tests.support.relay import REPO_ROOT, Relay
 from tests.waiting import wait_until
 
@@ -117,7 +117,7 @@ def test_the_relay_refuses_a_target_outside_the_test_hosts() -> None:
 
 def test_a_host_is_reached_via_our_uplink_only(network: HostNetwork, db_host: Host) -> None:
     assert route_device(db_host.address) == network.uplink
-    assert network.subnet is not None and network.subnet.subnet_of(BENCHMARK_RANGE)
+    assert network.subnet is not None and network.subnet.subnet_of(HOSTS_RANGE)
     inside = subprocess.run(db_host.command(["ip", "-j", "route", "show"]), capture_output=True, text=True,
                             check=True).stdout
     routes = [r["dst"] for r in json.loads(inside)]

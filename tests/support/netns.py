@@ -7,13 +7,14 @@ FORWARD policy to DROP and has bridged frames go through iptables
 (br_netfilter, ``net.bridge.bridge-nf-call-iptables=1``), which would drop
 them on a bridge in the root namespace. The root namespace joins the
 network by a veth pair of its own (its ``uplink``), which holds the ``.1``
-address of a /24 from RFC 2544's benchmarking range (198.18.0.0/15, never
-routed anywhere): what the root sends and receives there is its own traffic
-(OUTPUT and INPUT), never forwarded. Each ``Host`` is a namespace joined to
-the bridge by a veth pair, with its own ``.N`` address and ``lo`` up. A
-namespace has no default route, so what runs in it reaches only the
-network, and every host's address is checked to be routed via our uplink
-before it is handed out: no packet of these tests leaves the machine.
+address of a /24 of 198.18.0.0/16, the first half of RFC 2544's
+benchmarking range (never routed anywhere; test Docker engines keep to the
+other half, 198.19.0.0/16). What the root sends and receives there is its
+own traffic (OUTPUT and INPUT), never forwarded. Each ``Host`` is a
+namespace joined to the bridge by a veth pair, with its own ``.N`` address
+and ``lo`` up. A namespace has no default route, so what runs in it reaches
+only the network, and every host's address is checked to be routed via our
+uplink before it is handed out: no packet of these tests leaves the machine.
 
 Several test runs may share the machine: names carry a random tag of the
 run, and each network takes a /24 of the range that nothing here uses yet
@@ -44,6 +45,9 @@ import pytest
 
 # RFC 2544's benchmarking range: reserved, never routed on the internet.
 BENCHMARK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+# Its first half is for these test hosts; the second (198.19.0.0/16) is the
+# address pool of the tests' Docker engines, so that the two never overlap.
+HOSTS_RANGE = ipaddress.IPv4Network("198.18.0.0/16")
 SUBNET_PREFIX = 24
 # A /24 holds 253 hosts after the network, bridge (.1) and broadcast addresses.
 MAX_HOSTS = 253
@@ -102,10 +106,10 @@ def networks_in_use() -> list[ipaddress.IPv4Network]:
 def free_subnet(rng: random.Random) -> ipaddress.IPv4Network:
     """A /24 of the benchmarking range that overlaps nothing in the root namespace."""
     used = networks_in_use()
-    candidates = [s for s in BENCHMARK_RANGE.subnets(new_prefix=SUBNET_PREFIX)
+    candidates = [s for s in HOSTS_RANGE.subnets(new_prefix=SUBNET_PREFIX)
                   if not any(s.overlaps(u) for u in used)]
     if not candidates:
-        raise NetworkError(f"every /{SUBNET_PREFIX} of {BENCHMARK_RANGE} is in use")
+        raise NetworkError(f"every /{SUBNET_PREFIX} of {HOSTS_RANGE} is in use")
     return rng.choice(candidates)
 
 
@@ -225,7 +229,7 @@ class HostNetwork:
                 self.subnet = subnet
                 return self
             ip("addr", "del", f"{subnet[1]}/{SUBNET_PREFIX}", "dev", self.uplink)  # someone else's: pick again
-        raise NetworkError(f"no /{SUBNET_PREFIX} of {BENCHMARK_RANGE} routed via {self.uplink}")
+        raise NetworkError(f"no /{SUBNET_PREFIX} of {HOSTS_RANGE} routed via {self.uplink}")
 
     def _attach(self, port: str) -> None:
         """Put ``port`` (a veth end in the network's namespace) on the bridge, up."""
