@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from common.hours import hour_of, now_ms
 from sharding.config import Shard, Topology, save
 from sharding.local.processes import free_port
 from tests.support.aggregator_app import body, ts_in, write
+from tests.support.readiness import answer, answers, is_ready, silent_server, tries_at_least, tries_reported
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 REFRESH_MS = 50
 # Each try at the shard file's URL is bounded by the shard timeout.
 SHARD_TIMEOUT_MS = 300
-# A probe that gets no answer within this counts as no answer.
-PROBE_TIMEOUT_S = 2.0
 # Starting a Python process and reading three shards on a loaded two-core machine.
 DEADLINE_S = 30.0
 
@@ -42,39 +38,12 @@ async def aggregator(source: dict[str, str], log: Path) -> AsyncIterator[tuple[s
                                 stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        await wait_until(lambda: answer(f"{base}/healthz"), "the aggregator answers /healthz", DEADLINE_S)
+        await wait_until(lambda: answers(f"{base}/healthz"), "the aggregator answers /healthz", DEADLINE_S)
         yield proc, base
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-async def answer(url: str) -> tuple[int, str] | None:
-    """(status, body) of a GET; None if nothing answered."""
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session, \
-                session.get(url) as resp:
-            return resp.status, await resp.text()
-    except (aiohttp.ClientConnectionError, TimeoutError):
-        return None
-
-
-async def tries(base: str) -> int:
-    """The try number that /readyz reports while the aggregator waits (it must not be ready)."""
-    found = await answer(f"{base}/readyz")
-    assert found is not None and found[0] == 503, f"not ready while it waits: {found}"
-    number = re.search(r"\(try (\d+)\)", found[1])
-    return int(number.group(1)) if number else 0
-
-
-async def tries_at_least(base: str, wanted: int) -> bool:
-    return await tries(base) >= wanted
-
-
-async def is_ready(base: str) -> bool:
-    found = await answer(f"{base}/readyz")
-    return found is not None and found[0] == 200
 
 
 def topology(dsns: list[str]) -> Topology:
@@ -99,13 +68,13 @@ def stopped_cleanly(proc: subprocess.Popen[bytes], log: Path) -> None:
 async def test_an_aggregator_waits_for_a_shard_file_written_late(shard_dsns: list[str], tmp_path: Path) -> None:
     hour, shards_file, log = await two_users_in(shard_dsns[0]), tmp_path / "shards.json", tmp_path / "agg.log"
     async with aggregator({"REACTIONS_SHARDS_FILE": str(shards_file)}, log) as (proc, base):
-        await wait_until(lambda: tries_at_least(base, 3), "the aggregator looks for the file again and again")
+        await wait_until(lambda: tries_at_least(f"{base}/readyz", 3), "it looks for the file again and again")
         _, text = await answer(f"{base}/readyz") or (0, "")
         assert f"waiting for the shard file {shards_file}" in text and "no such shard file" in text, text
         status, _ = await answer(f"{base}/analytics?timestamp={ts_in(hour)}") or (0, "")
         assert status == 503, "no shard list: nothing is answered, zeros least of all"
         save(topology(shard_dsns), shards_file)
-        await wait_until(lambda: is_ready(base), "ready once the file is there", DEADLINE_S)
+        await wait_until(lambda: is_ready(f"{base}/readyz"), "ready once the file is there", DEADLINE_S)
         assert await answer(f"{base}/analytics?timestamp={ts_in(hour)}") == (200, body(2, 2, 0))
         stopped_cleanly(proc, log)
 
@@ -114,22 +83,26 @@ async def test_an_aggregator_waits_for_the_shard_files_url_each_try_bounded(shar
                                                                           tmp_path: Path) -> None:
     """First a server that accepts and never answers (each try must end by its bound), then the real file."""
     hour, log = await two_users_in(shard_dsns[0]), tmp_path / "agg.log"
-    silent = await asyncio.start_server(hold_forever, "127.0.0.1", 0)
-    port = silent.sockets[0].getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/shards.json"
     async with aggregator({"REACTIONS_SHARDS_URL": url}, log) as (proc, base):
-        try:
+        async with silent_server(port):
+            await wait_until(lambda: says(f"{base}/readyz", "TimeoutError"), "a try at the silent server timed out")
+            first = await tries_reported(f"{base}/readyz")
             per_try_s = (SHARD_TIMEOUT_MS + REFRESH_MS) / 1000
-            await wait_until(lambda: tries_at_least(base, 4), "four tries, each ended by its bound", 10 * 4 * per_try_s)
+            await wait_until(lambda: tries_at_least(f"{base}/readyz", first + 3), "three more tries, each bounded",
+                             10 * 3 * per_try_s)
             _, text = await answer(f"{base}/readyz") or (0, "")
-            assert f"waiting for the shard file at {url}" in text and "TimeoutError" in text, text
-        finally:
-            silent.close()
-            await silent.wait_closed()
+            assert f"waiting for the shard file at {url}" in text, text
         async with serving(topology(shard_dsns), tmp_path / "served.json", port):
-            await wait_until(lambda: is_ready(base), "ready once the URL serves the file", DEADLINE_S)
+            await wait_until(lambda: is_ready(f"{base}/readyz"), "ready once the URL serves the file", DEADLINE_S)
             assert await answer(f"{base}/analytics?timestamp={ts_in(hour)}") == (200, body(2, 2, 0))
         stopped_cleanly(proc, log)
+
+
+async def says(url: str, text: str) -> bool:
+    found = await answer(url)
+    return found is not None and text in found[1]
 
 
 @contextlib.asynccontextmanager
@@ -149,12 +122,3 @@ async def serving(shards: Topology, path: Path, port: int) -> AsyncIterator[None
         yield
     finally:
         await runner.cleanup()
-
-
-async def hold_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accept, read, never answer."""
-    try:
-        while await reader.read(1024):
-            pass
-    finally:
-        writer.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import aiohttp
 from common.hours import now_ms
 from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port
+from tests.support.readiness import answer, answers, is_ready, silent_server, tries_at_least
 from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.support.writer_db import stored_events
 from tests.waiting import wait_until
@@ -27,8 +27,6 @@ CONNECT_TIMEOUT_MS = 400
 BACKOFF_MAX_MS = 200
 # Starting PostgreSQL (initdb included) on a loaded two-core machine.
 START_DEADLINE_S = 60.0
-# A probe that gets no answer within this counts as no answer.
-PROBE_TIMEOUT_S = 2.0
 
 
 class Writer:
@@ -64,39 +62,21 @@ async def writer(dsn: str, log: Path) -> AsyncIterator[Writer]:
             started.proc.wait()
 
 
-async def get(url: str) -> tuple[int, str] | None:
-    """(status, body) of a GET on a new connection; None if the connection is refused."""
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session, \
-                session.get(url) as resp:
-            return resp.status, await resp.text()
-    except aiohttp.ClientConnectionError:
-        return None
-
-
-async def tries_seen(w: Writer) -> int:
-    """The try number the admin port's /readyz reports; 0 before the first failed try."""
-    answer = await get(f"{w.admin}/readyz")
-    assert answer is not None and answer[0] == 503, f"not ready while it waits: {answer}"
-    found = re.search(r"\(try (\d+)\)", answer[1])
-    return int(found.group(1)) if found else 0
-
-
 async def test_a_writer_started_before_its_database_waits_then_makes_the_schema_and_takes_writes() -> None:
     root = world_traversable_tmpdir("reactions-late-pg-")
     server = LocalPostgres(root / "pg", free_port())
     try:
         async with writer(server.dsn, root / "writer.log") as w:
-            await wait_until(lambda: get(f"{w.admin}/healthz"), "the admin port answers while it waits")
-            await wait_until(lambda: tries_seen_at_least(w, 3), "the writer tries again and again", 20.0)
-            status, text = await get(f"{w.admin}/readyz") or (0, "")
+            await wait_until(lambda: answers(f"{w.admin}/healthz"), "the admin port answers while it waits")
+            await wait_until(lambda: tries_at_least(f"{w.admin}/readyz", 3), "the writer tries again and again", 20.0)
+            status, text = await answer(f"{w.admin}/readyz") or (0, "")
             assert status == 503 and f"waiting for its database postgresql://postgres@127.0.0.1:{server.port}" in text
             assert "ConnectionRefusedError" in text or "OSError" in text, text
-            assert await get(f"{w.base}/healthz") is None, "the write port stays closed: nginx moves its users"
-            assert (await get(f"{w.admin}/healthz") or (0, ""))[0] == 200, "alive: an orchestrator leaves it running"
+            assert await answer(f"{w.base}/healthz") is None, "the write port stays closed: nginx moves its users"
+            assert (await answer(f"{w.admin}/healthz") or (0, ""))[0] == 200, "alive: an orchestrator leaves it running"
             assert w.running()
             await asyncio.to_thread(server.start)  # the database (and its "reactions" database) appears late
-            await wait_until(lambda: ready(f"{w.base}/readyz"), "the writer opens its port by itself",
+            await wait_until(lambda: is_ready(f"{w.base}/readyz"), "the writer opens its port by itself",
                              START_DEADLINE_S)
             ts = now_ms()
             async with aiohttp.ClientSession() as session, \
@@ -111,37 +91,15 @@ async def test_a_writer_started_before_its_database_waits_then_makes_the_schema_
 
 async def test_each_try_is_bounded_by_the_connect_timeout_and_sigterm_ends_the_wait(tmp_path: Path) -> None:
     """A database that accepts connections and never answers (a frozen server): every try ends at its bound."""
-    silent = await asyncio.start_server(hold_forever, "127.0.0.1", 0)
-    port = silent.sockets[0].getsockname()[1]
-    try:
-        async with writer(f"postgresql://postgres@127.0.0.1:{port}/reactions", tmp_path / "writer.log") as w:
-            # Without a bound per try, the first would never end. Each takes the timeout, plus a pause.
-            per_try_s = (CONNECT_TIMEOUT_MS + BACKOFF_MAX_MS) / 1000
-            await wait_until(lambda: get(f"{w.admin}/healthz"), "the admin port answers while it waits")
-            await wait_until(lambda: tries_seen_at_least(w, 4), "four tries, each ended by its bound",
-                             10 * 4 * per_try_s)
-            _, text = await get(f"{w.admin}/readyz") or (0, "")
-            assert "TimeoutError" in text, text
-            assert await get(f"{w.base}/healthz") is None
-            assert w.running()
-            assert await asyncio.to_thread(w.stop) == 0, "SIGTERM while waiting: a clean exit"
-    finally:
-        silent.close()
-
-
-async def tries_seen_at_least(w: Writer, tries: int) -> bool:
-    return await tries_seen(w) >= tries
-
-
-async def ready(url: str) -> bool:
-    answer = await get(url)
-    return answer is not None and answer[0] == 200
-
-
-async def hold_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accept, read, never answer (the writer's try must end by its own bound)."""
-    try:
-        while await reader.read(1024):
-            pass
-    finally:
-        writer.close()
+    async with silent_server() as port, \
+            writer(f"postgresql://postgres@127.0.0.1:{port}/reactions", tmp_path / "writer.log") as w:
+        # Without a bound per try, the first would never end. Each takes the timeout, plus a pause.
+        per_try_s = (CONNECT_TIMEOUT_MS + BACKOFF_MAX_MS) / 1000
+        await wait_until(lambda: answers(f"{w.admin}/healthz"), "the admin port answers while it waits")
+        await wait_until(lambda: tries_at_least(f"{w.admin}/readyz", 4), "four tries, each ended by its bound",
+                         10 * 4 * per_try_s)
+        _, text = await answer(f"{w.admin}/readyz") or (0, "")
+        assert "TimeoutError" in text, text
+        assert await answer(f"{w.base}/healthz") is None
+        assert w.running()
+        assert await asyncio.to_thread(w.stop) == 0, "SIGTERM while waiting: a clean exit"
