@@ -22,8 +22,10 @@ from tests.support.firewall import (
     BRIDGE_NF_CALL_IPTABLES,
     DROP,
     docker_forward_state,
+    forward_drop_state,
     forward_policy,
     iptables,
+    policy_lock,
     require_firewall,
 )
 from tests.support.netns import SUBNET_PREFIX, Host, HostNetwork, free_subnet, ip, require_netns
@@ -116,11 +118,12 @@ def test_hosts_reach_each_other_while_the_root_namespace_drops_forwarded_frames(
 def test_a_drop_policy_found_in_place_is_left_in_place() -> None:
     """As when an engine already runs: the state changes nothing, so undoes nothing."""
     require_firewall()
-    before = forward_policy()
-    iptables("-P", "FORWARD", DROP)
-    try:
-        with docker_forward_state():
+    with policy_lock():
+        before = forward_policy()
+        iptables("-P", "FORWARD", DROP)
+        try:
+            with forward_drop_state():
+                assert forward_policy() == DROP
             assert forward_policy() == DROP
-        assert forward_policy() == DROP
-    finally:
-        iptables("-P", "FORWARD", before)
+        finally:
+            iptables("-P", "FORWARD", before)

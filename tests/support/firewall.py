@@ -6,15 +6,20 @@ filter table to DROP and loads br_netfilter with
 namespace then go through FORWARD and are dropped. ``docker_forward_state``
 puts the root namespace in that state and, on the way out, undoes only what
 it changed itself: a policy that was DROP already stays (an engine may run),
-and one that someone changed meanwhile is left as they set it.
+and one that someone changed meanwhile is left as they set it. While the
+state is in place it holds ``POLICY_LOCK`` (flock), so that two runs of this
+test, or a test Docker engine that takes the same lock, do not undo each
+other's policy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +27,11 @@ import pytest
 
 BRIDGE_NF_CALL_IPTABLES = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 DROP = "DROP"
+# Whoever changes the root namespace's FORWARD policy for a while holds this.
+POLICY_LOCK = Path("/run/lock/reactions-forward-policy.lock")
+# Another holder keeps it for a test's length at most.
+LOCK_WAIT_S = 120.0
+LOCK_POLL_S = 0.1
 
 
 class FirewallError(RuntimeError):
@@ -72,8 +82,35 @@ def load_br_netfilter() -> bool:
 
 
 @contextlib.contextmanager
+def policy_lock() -> Iterator[None]:
+    """``POLICY_LOCK`` held, waited for at most ``LOCK_WAIT_S``."""
+    POLICY_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(POLICY_LOCK, "a") as lock:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FirewallError(f"{POLICY_LOCK} still held after {LOCK_WAIT_S:.0f}s") from None
+                time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def docker_forward_state() -> Iterator[None]:
     """FORWARD policy DROP and bridged frames through iptables, as dockerd leaves them; undone as described above."""
+    with policy_lock(), forward_drop_state():
+        yield
+
+
+@contextlib.contextmanager
+def forward_drop_state() -> Iterator[None]:
+    """``docker_forward_state`` for a caller that holds ``policy_lock`` already."""
     loaded = load_br_netfilter()
     old_sysctl = BRIDGE_NF_CALL_IPTABLES.read_text().strip()
     old_policy = forward_policy()
