@@ -74,6 +74,7 @@ async def test_a_writer_started_before_its_database_waits_then_makes_the_schema_
             assert "ConnectionRefusedError" in text or "OSError" in text, text
             assert await answer(f"{w.base}/healthz") is None, "the write port stays closed: nginx moves its users"
             assert (await answer(f"{w.admin}/healthz") or (0, ""))[0] == 200, "alive: an orchestrator leaves it running"
+            assert "reactions_database_up 0.0" in (await answer(f"{w.admin}/metrics") or (0, ""))[1]
             assert w.running()
             await asyncio.to_thread(server.start)  # the database (and its "reactions" database) appears late
             await wait_until(lambda: is_ready(f"{w.base}/readyz"), "the writer opens its port by itself",
