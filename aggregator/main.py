@@ -40,13 +40,13 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def shards_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One pool per shard of the shard file; a bad shard file fails start-up."""
+    """One pool per shard of the shard file; until the file is read, the aggregator waits for it, not ready."""
     settings = app[SETTINGS]
     app[SHARDS] = shards = ShardSet(settings.shards_file, settings.shard_dsns, settings.pool_size,
                                     settings.shard_bounds, settings.shards_url)
-    await shards.open()
-    app[METRICS].watch_shards(lambda: {(h.name, h.shard.state): 1.0 for h in shards})
     try:
+        await shards.open()
+        app[METRICS].watch_shards(lambda: {(h.name, h.shard.state): 1.0 for h in shards})
         yield
     finally:
         await shards.close()
@@ -82,7 +82,11 @@ async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REFRESHER] = refresher
     await refresher.tick()
     async with running(refresher.run(), "refresher"):
-        log.info("aggregator ready on %s:%d over %d shards", settings.host, settings.port, len(app[SHARDS]))
+        shards = app[SHARDS]
+        if shards.ready:
+            log.info("aggregator ready on %s:%d over %d shards", settings.host, settings.port, len(shards))
+        else:
+            log.info("aggregator on %s:%d, not ready: %s", settings.host, settings.port, shards.waiting.describe())
         yield
 
 

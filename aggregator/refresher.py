@@ -65,6 +65,8 @@ class Refresher:
             self._fanout.forget(change.removed)
             if self._listener is not None:
                 self._listener.sync(self._shards)
+        if not self._shards.ready:  # no shard list yet: an empty set would read as complete zeros
+            return
         now = self._settings.clock()
         wanted = live_hours(now, self._settings.grace_s * 1000)
         complete, _ = await asyncio.gather(

@@ -7,6 +7,11 @@ host's nginx on its internal topology port): fetched on every refresh with
 ``If-None-Match``, so that an unchanged file costs a 304. Added shards get a
 pool; removed ones have theirs closed. Retired shards stay in the set: they
 take no writes but their data is still read.
+
+Until a shard list is first read, the set is not ``ready``: the file may not
+be written yet, or the entry host may not serve it yet (parts start in any
+order). Every refresh tries again (each try bounded), and ``waiting`` says
+what is waited for; the aggregator answers 503 meanwhile and never exits for it.
 """
 
 from __future__ import annotations
@@ -20,25 +25,14 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
-from common.pg import (
-    WaitBounds,
-    close_pool,
-    create_pool_with_retry,
-    init_connection,
-    keep_session,
-    redact,
-    server_settings,
-)
+from common.pg import WaitBounds, close_pool, init_connection, keep_session, redact, server_settings
+from common.retry import Waiting, failure_text
 from sharding.config import ACTIVE, ConfigError, Shard, load, parse
 
 log = logging.getLogger(__name__)
 
 SESSION_SETTINGS = {"application_name": "reactions-aggregator"}
 FileStamp = tuple[int, int, int]
-# The shard file's URL may not answer yet when an aggregator starts (start
-# order is not guaranteed): this many attempts, this far apart, then fail loudly.
-URL_ATTEMPTS = 30
-URL_RETRY_DELAY_S = 1.0
 
 
 class TopologyUnavailable(ConfigError):
@@ -81,6 +75,12 @@ class ShardSet:
         self._handles: dict[str, ShardHandle] = {}
         self._stamp: FileStamp | None = None
         self._reload_requested = False
+        self.waiting = Waiting(f"the shard file at {shards_url}" if shards_url else f"the shard file {shards_file}")
+
+    @property
+    def ready(self) -> bool:
+        """Whether a shard list was read (until then the set is empty, and nothing may be answered from it)."""
+        return self.waiting.done
 
     def __iter__(self) -> Iterator[ShardHandle]:
         return iter(list(self._handles.values()))
@@ -97,25 +97,15 @@ class ShardSet:
         self._reload_requested = True
 
     async def open(self) -> None:
-        """Read the shard list for the first time; a bad shard file fails start-up."""
-        if self._url is None:
-            await self._apply(self._read_shards())
-            return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._bounds.statement_s))
-        shards: tuple[Shard, ...] | None = None
-        for attempt in range(1, URL_ATTEMPTS + 1):
-            try:
-                shards = await self._fetch_shards()
-                break
-            except ConfigError as exc:
-                if attempt == URL_ATTEMPTS:
-                    raise
-                log.warning("%s; retry %d/%d", exc, attempt, URL_ATTEMPTS)
-                await asyncio.sleep(URL_RETRY_DELAY_S)
-        await self._apply(shards or ())
+        """Try to read the shard list for the first time (one bounded try); see ``ready``."""
+        if self._url is not None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._bounds.statement_s))
+        await self._first_read()
 
     async def reload_if_changed(self) -> TopologyChange | None:
         """Re-read the file if it changed or a reload was asked for; keep the old set if it is bad."""
+        if not self.ready:
+            return await self._first_read()
         if self._url is not None:
             return await self._reload_from_url()
         if self._file is None or not (self._reload_requested or self._file_stamp() != self._stamp):
@@ -128,6 +118,20 @@ class ShardSet:
             return None
         change = await self._apply(shards)
         return change if change.added or change.removed else None
+
+    async def _first_read(self) -> TopologyChange | None:
+        """One try at the first shard list: the set becomes ready, or ``waiting`` says why not."""
+        self._reload_requested = False
+        try:
+            shards = await self._fetch_shards() if self._url is not None else self._read_shards()
+        except ConfigError as exc:  # not there yet, not served yet, or not a shard file (yet)
+            self.waiting.failed(str(exc))
+            return None
+        if shards is None:  # 304: nothing read yet, so nothing to compare with (never sent before a 200)
+            return None
+        change = await self._apply(shards)
+        self.waiting.succeeded()
+        return change
 
     async def _reload_from_url(self) -> TopologyChange | None:
         self._reload_requested = False
@@ -154,7 +158,7 @@ class ShardSet:
                 raw = await resp.json(content_type=None)
                 etag = resp.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise TopologyUnavailable(f"cannot read the shard file at {self._url}: {exc!r}") from None
+            raise TopologyUnavailable(f"cannot read the shard file at {self._url}: {failure_text(exc)}") from None
         try:
             shards = parse(raw).shards
         except ConfigError as exc:
@@ -203,10 +207,10 @@ class ShardSet:
 
     async def _open_pool(self, dsn: str) -> asyncpg.Pool:
         """A lazy pool (min_size 0: nothing connects here), its sessions bounded server-side too."""
-        return await create_pool_with_retry(
+        return await asyncpg.create_pool(
             # Idle connections are kept (asyncpg closes them after 300 s by default): a new one
             # costs several round trips, too many for the shard timeout over a slow link.
-            dsn, attempts=1, min_size=0, max_size=self._pool_size, timeout=self._bounds.acquire_s,
+            dsn, min_size=0, max_size=self._pool_size, timeout=self._bounds.acquire_s,
             max_inactive_connection_lifetime=0,
             server_settings=server_settings(self._bounds, **SESSION_SETTINGS), init=init_connection,
             reset=keep_session,

@@ -92,9 +92,18 @@ def live_answer(app: web.Application, live: LiveHour) -> web.Response:
     return plain(body, stale_headers(stale_since))
 
 
+def require_shard_list(app: web.Application) -> None:
+    """503 while no shard list was read yet: an empty set of shards would answer zeros as complete."""
+    shards = app[SHARDS]
+    if not shards.ready:
+        app[METRICS].refused.labels("503").inc()
+        raise unavailable(f"not ready: {shards.waiting.describe()}")
+
+
 async def cold_answer(app: web.Application, hour: int) -> web.Response:
     """A past hour (cached, or computed once and cached) or a future one (computed, never cached)."""
     metrics, past, shards = app[METRICS], app[PAST], app[SHARDS]
+    require_shard_list(app)
     try:
         if hour >= hour_of(app[SETTINGS].clock()):
             metrics.reads.labels("future").inc()
@@ -124,6 +133,7 @@ def read_range(request: web.Request) -> HourRange:
 async def get_series(request: web.Request) -> web.Response:
     """Every hour of a range as CSV: a 503 if any is incomplete, marked stale if any live hour is."""
     app, span = request.app, read_range(request)
+    require_shard_list(app)
     try:
         found = await series_bodies(app, span)
     except (IncompleteAnswer, ColdReadsBusy, HourNotReady) as exc:
@@ -154,8 +164,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when every shard (active or retired) answers, within the shard timeout."""
+    """Ready when the shard list was read and every shard (active or retired) answers, within the shard timeout."""
     shards = request.app[SHARDS]
+    if not shards.ready:
+        raise unavailable(f"not ready: {shards.waiting.describe()}")
     _, failures = await request.app[FANOUT].gather(shards, lambda _name, conn: db.fetch_identity(conn))
     if failures:
         raise unavailable("; ".join(f"shard {f.shard}: {f.reason}" for f in failures))

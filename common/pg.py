@@ -1,4 +1,4 @@
-"""Connecting to a shard's PostgreSQL: bounded retries at start, bounded waits always.
+"""Connecting to a shard's PostgreSQL: bounded waits always.
 
 A frozen server (a paused VM, a stuck disk) or a silent network partition
 answers nothing and resets nothing: every wait on it must carry its own bound
@@ -23,16 +23,11 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 
-# Containers start in any order: a database may take a while to accept
-# connections. Retry this many times, this far apart, then fail loudly.
-CONNECT_ATTEMPTS = 30
-CONNECT_RETRY_DELAY_S = 1.0
 # Dead-peer detection by the kernel: probe an idle connection after 2 s, every
 # 1 s, give up after 3 unanswered probes; unacknowledged data fails after 5 s.
 KEEPALIVE_IDLE_S = 2
@@ -213,25 +208,6 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = POOL_CLOSE_TIMEOUT_S
         await asyncio.wait_for(pool.close(), timeout_s)
     except TimeoutError:
         pool.terminate()
-
-
-async def create_pool_with_retry(
-    dsn: str,
-    *,
-    attempts: int = CONNECT_ATTEMPTS,
-    delay_s: float = CONNECT_RETRY_DELAY_S,
-    **pool_kwargs: Any,
-) -> asyncpg.Pool:
-    """``asyncpg.create_pool`` that waits for a database that is still starting."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await asyncpg.create_pool(dsn, **pool_kwargs)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            if attempt == attempts:
-                raise
-            log.warning("cannot reach %s yet (%s); retry %d/%d", redact(dsn), exc, attempt, attempts)
-            await asyncio.sleep(delay_s)
-    raise AssertionError("unreachable")
 
 
 def redact(dsn: str) -> str:

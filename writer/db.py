@@ -14,7 +14,7 @@ from common.pg import (
     HeldConnections,
     WaitBounds,
     bounded_connection,
-    create_pool_with_retry,
+    close_pool,
     init_connection,
     is_connection_error,
     is_open,
@@ -238,20 +238,46 @@ async def _prove_space(conn: asyncpg.Connection) -> None:
 SESSION_SETTINGS = {"synchronous_commit": "on", "application_name": "reactions-writer"}
 
 
-# Connecting at start-up may take a few round trips on a slow link; later
-# connections are made inside ``acquire`` and bounded by its own timeout.
+# Connecting may take a few round trips on a slow link; later connections are
+# made inside ``acquire`` and bounded by its own timeout.
 CONNECT_TIMEOUT_S = 5.0
 
 
-async def open_pool(dsn: str, min_size: int, max_size: int, bounds: WaitBounds) -> asyncpg.Pool:
-    return await create_pool_with_retry(
+async def open_pool(dsn: str, min_size: int, max_size: int, bounds: WaitBounds,
+                    connect_timeout_s: float = CONNECT_TIMEOUT_S) -> asyncpg.Pool:
+    """A pool with ``min_size`` connections made now (each within ``connect_timeout_s``)."""
+    return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        timeout=CONNECT_TIMEOUT_S,
+        timeout=connect_timeout_s,
         # Keep idle connections: a new one costs round trips the commit bound may not have (a slow link).
         max_inactive_connection_lifetime=0,
         server_settings=server_settings(bounds, **SESSION_SETTINGS),
         init=init_connection,
         reset=keep_session,
     )
+
+
+# asyncpg's errors while a database starts, or is not reachable yet (any of
+# them may be transient while parts start in any order: README, Start order).
+NOT_YET = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def open_migrated_pool(dsn: str, min_size: int, max_size: int, bounds: WaitBounds,
+                             connect_timeout_s: float) -> asyncpg.Pool:
+    """One try: a pool connected within ``connect_timeout_s``, with the schema made within MIGRATE_TIMEOUT_S.
+
+    Raises one of NOT_YET when the database is not there (yet); a failed try
+    leaves no connection open.
+    """
+    async with asyncio.timeout(connect_timeout_s):  # a pool that fails to start closes what it connected
+        pool = await open_pool(dsn, min_size, max_size, bounds, connect_timeout_s)
+    try:
+        migration = WaitBounds(acquire_s=bounds.acquire_s, statement_s=MIGRATE_TIMEOUT_S)
+        async with bounded_connection(pool, migration) as conn, asyncio.timeout(MIGRATE_TIMEOUT_S):
+            await migrate(conn)
+    except BaseException:
+        await close_pool(pool)
+        raise
+    return pool

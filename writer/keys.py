@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from common.retry import Waiting
 from writer.batcher import Committer
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
@@ -17,3 +18,5 @@ COMMITTER: web.AppKey[Committer] = web.AppKey("committer")
 METRICS = web.AppKey("metrics", WriterMetrics)
 GATE = web.AppKey("gate", ListenGate)
 HEALTH = web.AppKey("health", DatabaseHealth)
+# What the writer waits for until its database is there with the schema (then ``done``).
+STARTING = web.AppKey("starting", Waiting)

@@ -8,20 +8,21 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 
+import asyncpg
 import uvloop
 from aiohttp import web
 
 from common.events import Reaction
 from common.hours import current_hour
 from common.partitions import Pruned
-from common.pg import HeldConnections, WaitBounds, close_pool
-from common.schema import migrate
+from common.pg import HeldConnections, WaitBounds, close_pool, redact
+from common.retry import Backoff, Waiting, retry_forever
 from common.tasks import running
 from writer import db, retention
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
-from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS
+from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS, STARTING
 from writer.metrics import WriterMetrics
 from writer.routes import dispatcher
 from writer.settings import Settings
@@ -41,18 +42,26 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
     app[GATE] = ListenGate(settings.host, settings.port)
+    app[STARTING] = Waiting(f"its database {redact(settings.dsn)} (with the Reactions schema)")
     app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx])
     return app
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The connection pool, with the schema migrated before anything uses it."""
+    """The connection pool, with the schema migrated before anything uses it.
+
+    The database may not be there yet (parts start in any order): the writer
+    tries again without end, each try bounded, and meanwhile its write port
+    stays closed and /readyz (on the admin port) says what it waits for.
+    """
     settings = app[SETTINGS]
-    pool = await db.open_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size,
-                              bounds=settings.bounds)
+
+    async def connect() -> asyncpg.Pool:
+        return await db.open_migrated_pool(settings.dsn, min_size=settings.flushers, max_size=settings.pool_size,
+                                           bounds=settings.bounds, connect_timeout_s=settings.connect_timeout_s)
+
+    pool = await retry_forever(connect, app[STARTING], Backoff(settings.connect_backoff_max_s), db.NOT_YET)
     try:
-        async with asyncio.timeout(db.MIGRATE_TIMEOUT_S), pool.acquire() as conn:
-            await migrate(conn)
         app[POOL] = pool
         yield
     finally:
@@ -143,43 +152,71 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with started(app):
-        runner = web.ServerRunner(web.Server(dispatcher(app), access_log=None), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await runner.setup()
-        # /healthz, /readyz and /metrics stay reachable on the admin port while the gate is shut.
-        admin = web.ServerRunner(web.Server(dispatcher(app, writes=False), access_log=None))
-        try:
-            await app[GATE].start(runner)
-            if settings.admin_port is not None:
-                await admin.setup()
-                await web.TCPSite(admin, settings.host, settings.admin_port).start()
-            await stop.wait()
-            log.info("stopping: draining the open batch")
-        finally:
-            await app[GATE].stop()
-            await admin.cleanup()
-            await runner.cleanup()  # requests in flight are answered: the committer still runs
+    # /healthz, /readyz and /metrics stay reachable on the admin port while the
+    # gate is shut: while the writer waits for its database, and while it is down.
+    admin = web.ServerRunner(web.Server(dispatcher(app, writes=False), access_log=None))
+    try:
+        if settings.admin_port is not None:
+            await admin.setup()
+            await web.TCPSite(admin, settings.host, settings.admin_port).start()
+        async with started(app, until=stop):
+            if not stop.is_set():  # else the start was given up
+                await serve_writes(app, stop)
+    finally:
+        await admin.cleanup()
+
+
+async def serve_writes(app: web.Application, stop: asyncio.Event) -> None:
+    """Open the write port (the gate keeps it closed while the database is down) until ``stop``, then drain."""
+    runner = web.ServerRunner(web.Server(dispatcher(app), access_log=None), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await app[GATE].start(runner)
+        await stop.wait()
+        log.info("stopping: draining the open batch")
+    finally:
+        await app[GATE].stop()
+        await runner.cleanup()  # requests in flight are answered: the committer still runs
 
 
 @contextlib.asynccontextmanager
-async def started(app: web.Application) -> AsyncIterator[web.Application]:
+async def started(app: web.Application, until: asyncio.Event | None = None) -> AsyncIterator[web.Application]:
     """The app's cleanup contexts entered (pool, committer, probe, upkeep), and left on the way out.
 
     The app is the writer's lifecycle and state only: requests are served by
-    ``dispatcher`` on aiohttp's low-level server (writer/routes.py).
+    ``dispatcher`` on aiohttp's low-level server (writer/routes.py). If
+    ``until`` is set before the start is done (a SIGTERM while the writer
+    waits for its database), the start is given up: the contexts entered so
+    far are left, and the body should do nothing.
     """
     # As aiohttp's AppRunner does: the contexts store their resources in the
     # app, which is frozen once they are in. A failed start leaves the
     # contexts already entered (cleanup leaves only those).
     app.on_startup.freeze()
     try:
-        await app.startup()
+        await start_unless(app, until)
         app.freeze()
         yield app
     finally:
         app.freeze()  # (after a failed start: its signals must be frozen to be sent)
         await app.shutdown()
         await app.cleanup()
+
+
+async def start_unless(app: web.Application, until: asyncio.Event | None) -> None:
+    """``app.startup()``, cancelled if ``until`` is set first (a failed start still raises)."""
+    if until is None:
+        await app.startup()
+        return
+    startup = asyncio.ensure_future(app.startup())
+    stopped = asyncio.ensure_future(until.wait())
+    try:
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        startup.cancel()  # (nothing, if it is done)
+    with contextlib.suppress(asyncio.CancelledError):
+        await startup
 
 
 def main() -> None:

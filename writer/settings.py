@@ -54,6 +54,12 @@ class Settings:
     # A second port serving /healthz, /readyz and /metrics that stays open while
     # the main one is closed because the database cannot commit (writer/gate.py).
     admin_port: int | None = None
+    # Waiting for the database at start (it may start after the writer: README,
+    # Start order): each try to connect is bounded by connect_timeout_s; the
+    # tries go on forever, the pause between them doubling up to
+    # connect_backoff_max_s. Meanwhile the write port stays closed.
+    connect_timeout_s: float = 5.0
+    connect_backoff_max_s: float = 5.0
     # Raw events are kept this many whole days before today (then their day's
     # partition is dropped); rollups are kept forever (common/partitions.py).
     raw_retention_days: int = 30
@@ -92,6 +98,8 @@ class Settings:
             pool_size=env_int("REACTIONS_POOL_SIZE", cls.pool_size, minimum=1),
             probe_interval_s=ms("REACTIONS_PROBE_INTERVAL_MS", cls.probe_interval_s),
             probe_timeout_s=ms("REACTIONS_PROBE_TIMEOUT_MS", cls.probe_timeout_s),
+            connect_timeout_s=ms("REACTIONS_CONNECT_TIMEOUT_MS", cls.connect_timeout_s),
+            connect_backoff_max_s=ms("REACTIONS_CONNECT_BACKOFF_MAX_MS", cls.connect_backoff_max_s),
             admin_port=env_int("REACTIONS_ADMIN_PORT", 0, minimum=0) or None,
             raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
         )

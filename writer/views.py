@@ -10,7 +10,7 @@ from common.events import BadInput, Reaction, parse_path_write, parse_query_writ
 from common.hours import now_ms
 from common.metrics import exposition
 from writer.batcher import NotStored, OutcomeUnknown, Overloaded
-from writer.keys import COMMITTER, HEALTH, METRICS
+from writer.keys import COMMITTER, HEALTH, METRICS, STARTING
 
 RETRY_AFTER_S = "1"
 # Marks an answer whose event may or may not be stored (README, HTTP contract).
@@ -68,7 +68,13 @@ async def healthz(app: web.Application, request: web.BaseRequest) -> web.Respons
 
 
 async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response:
-    """Ready while the last heartbeats committed: answered at once, from the probe's state."""
+    """Ready while the last heartbeats committed: answered at once, from the probe's state.
+
+    Before the probe runs, the writer is still starting: it says what it waits for.
+    """
+    if HEALTH not in app:
+        starting = app[STARTING]
+        raise unavailable(f"not ready: {'starting' if starting.done else starting.describe()}")
     reason = app[HEALTH].down_reason
     if reason is not None:
         raise unavailable(f"not ready: {reason}")

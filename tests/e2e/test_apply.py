@@ -21,6 +21,7 @@ from sharding.local.cluster import LocalCluster, port_of_dsn
 from sharding.local.operations import status
 from sharding.local.passfile import password_of
 from sharding.local.postgres import PG_USER
+from sharding.local.processes import free_port
 from tests.support.cluster import base_url, own_past_hour_ts, post, sharding_cli, topology, unique_users
 
 
@@ -49,8 +50,8 @@ async def test_apply_without_edits_changes_nothing(cluster: LocalCluster) -> Non
     assert (cluster.applied_file.read_text(), generation(cluster)) == before
 
 
-async def other_database(dsn: str, name: str) -> str:
-    """A database with the Reactions schema beside the shard's, on the same server: another identity."""
+async def other_database(dsn: str, name: str, schema: bool = True) -> str:
+    """A database beside the shard's, on the same server: with the Reactions schema, another identity."""
     conn = await asyncpg.connect(dsn)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
@@ -58,6 +59,8 @@ async def other_database(dsn: str, name: str) -> str:
     finally:
         await conn.close()
     other = dsn.rsplit("/", 1)[0] + f"/{name}"
+    if not schema:
+        return other
     conn = await asyncpg.connect(other)
     try:
         await migrate(conn)
@@ -77,12 +80,17 @@ async def test_unsafe_edits_are_refused_with_the_reason_and_change_nothing(clust
     shards = [s.to_json() for s in applied.shards]
     a = shards[0]
     elsewhere = await other_database(str(a["dsn"]), "elsewhere")
-    cases = {
+    bare = await other_database(str(a["dsn"]), "bare", schema=False)
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/reactions"
+    new = {"name": "new", "writers": ["127.0.0.1:1"], "state": "active"}
+    cases = {  # apply is run by a person: what the entry host waits for at its first start, apply refuses at once
         "retired, not removed": shards[1:],
         "never renamed": [{**a, "name": "renamed"}, *shards[1:]],
         "reaches another database": [{**a, "dsn": elsewhere}, *shards[1:]],
         f"is already shard {a['name']}": [*shards, {**a, "name": "dup", "dsn": respelled(str(a["dsn"])),
                                                     "writers": ["127.0.0.1:1"]}],
+        "has no Reactions schema: start its writers first": [*shards, {**new, "dsn": bare}],
+        "cannot reach its database": [*shards, {**new, "dsn": nowhere}],
     }
     before = (cluster.applied_file.read_text(), generation(cluster))
     for reason, edit in cases.items():

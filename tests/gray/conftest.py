@@ -15,7 +15,7 @@ from tests.support.tmpdirs import world_traversable_tmpdir
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[HostNetwork]:
-    """A bridge of its own for the module's hosts; every namespace, veth and the bridge go at the end."""
+    """A bridge of its own for the module's hosts; every namespace and veth goes at the end."""
     require_netns()
     with HostNetwork() as made:
         yield made

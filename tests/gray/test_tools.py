@@ -15,7 +15,7 @@ import pytest
 
 from sharding.local.postgres import LocalPostgres
 from tests.support.freeze import frozen, is_stopped
-from tests.support.netns import BENCHMARK_RANGE, Host, HostNetwork, partitioned, require_netns, route_device
+from tests.support.netns import HOSTS_RANGE, Host, HostNetwork, partitioned, require_netns, route_device
 from tests.support.relay import REPO_ROOT, Relay
 from tests.waiting import wait_until
 
@@ -115,9 +115,9 @@ def test_the_relay_refuses_a_target_outside_the_test_hosts() -> None:
 # -- hosts ---------------------------------------------------------------------
 
 
-def test_a_host_is_reached_via_our_bridge_only(network: HostNetwork, db_host: Host) -> None:
-    assert route_device(db_host.address) == network.bridge
-    assert network.subnet is not None and network.subnet.subnet_of(BENCHMARK_RANGE)
+def test_a_host_is_reached_via_our_uplink_only(network: HostNetwork, db_host: Host) -> None:
+    assert route_device(db_host.address) == network.uplink
+    assert network.subnet is not None and network.subnet.subnet_of(HOSTS_RANGE)
     inside = subprocess.run(db_host.command(["ip", "-j", "route", "show"]), capture_output=True, text=True,
                             check=True).stdout
     routes = [r["dst"] for r in json.loads(inside)]
@@ -195,7 +195,7 @@ def test_a_network_removes_every_namespace_veth_and_bridge_even_when_the_test_fa
         network.add_host().partition()
         network.add_host()
         made = network.leftovers()
-        assert len(made) == 5, f"two namespaces, two veths and a bridge: {made}"
+        assert len(made) == 4, f"two hosts' namespaces, the bridge's namespace and the root's uplink: {made}"
         raise RuntimeError("the test failed")
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True, check=True).stdout

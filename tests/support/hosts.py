@@ -113,15 +113,23 @@ class Hosts:
 
     def add_shard_host(self, name: str) -> ShardHost:
         """A new host with the shard's PostgreSQL (scram) and its writer, ready; not in the shard file yet."""
+        shard = self.new_shard_host(name)
+        shard.postgres.start()
+        self.wait_ready(self.start_writer(shard), f"http://{shard.writer}/readyz")
+        return shard
+
+    def new_shard_host(self, name: str) -> ShardHost:
+        """A new host for a shard, with its PostgreSQL made but not started, and no writer yet."""
         host = self.network.add_host()
         shard = ShardHost(name, host, postgres_in(host, self.root / "pg" / name, PG_PORT))
         self.shard_hosts[name] = shard
-        shard.postgres.start()
-        part = self.spawn(f"writer-{name}", host, [sys.executable, "-m", "writer.main"],
-                          {"REACTIONS_HOST": host.address, "REACTIONS_PORT": str(WRITER_PORT),
-                           "REACTIONS_DSN": shard.dsn, "PGPASSFILE": str(session_passfile())})
-        self.wait_ready(part, f"http://{shard.writer}/readyz")
         return shard
+
+    def start_writer(self, shard: ShardHost) -> Part:
+        """The shard's writer on its host, as a user starts it (not waited for)."""
+        return self.spawn(f"writer-{shard.name}", shard.host, [sys.executable, "-m", "writer.main"],
+                          {"REACTIONS_HOST": shard.host.address, "REACTIONS_PORT": str(WRITER_PORT),
+                           "REACTIONS_DSN": shard.dsn, "PGPASSFILE": str(session_passfile())})
 
     def start_aggregators(self) -> list[Part]:
         return [self.start_aggregator(f"aggregator-{i + 1}", host) for i, host in enumerate(self.aggregator_hosts)]
@@ -133,9 +141,11 @@ class Hosts:
                           {**SERVICE_ENV, "REACTIONS_HOST": host.address, "REACTIONS_PORT": str(AGGREGATOR_PORT),
                            "REACTIONS_SHARDS_URL": url, "PGPASSFILE": str(session_passfile())})
 
-    def start_entry(self) -> Part:
+    def start_entry(self, wait: bool = True) -> Part:
+        """``python -m sharding entry`` on the entry host; with ``wait``, until nginx answers."""
         part = self.spawn("entry", self.entry, [sys.executable, "-m", "sharding", "entry"], self.entry_env())
-        self.wait_ready(part, f"{self.base}/healthz")
+        if wait:
+            self.wait_ready(part, f"{self.base}/healthz")
         return part
 
     def topology(self) -> Topology:

@@ -23,3 +23,15 @@ def test_a_commit_window_as_long_as_the_queue_wait_is_refused(monkeypatch: pytes
         Settings.from_env()
     monkeypatch.setenv("REACTIONS_COMMIT_WINDOW_MS", "49")
     assert Settings.from_env().commit_window_ms == 49
+
+
+def test_waiting_for_the_database_is_bounded_per_try_by_named_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REACTIONS_CONNECT_TIMEOUT_MS", "REACTIONS_CONNECT_BACKOFF_MAX_MS"):
+        monkeypatch.delenv(name, raising=False)
+    assert (Settings.from_env().connect_timeout_s, Settings.from_env().connect_backoff_max_s) == (5.0, 5.0)
+    monkeypatch.setenv("REACTIONS_CONNECT_TIMEOUT_MS", "250")
+    monkeypatch.setenv("REACTIONS_CONNECT_BACKOFF_MAX_MS", "2000")
+    assert (Settings.from_env().connect_timeout_s, Settings.from_env().connect_backoff_max_s) == (0.25, 2.0)
+    monkeypatch.setenv("REACTIONS_CONNECT_TIMEOUT_MS", "0")
+    with pytest.raises(SettingsError, match="REACTIONS_CONNECT_TIMEOUT_MS"):
+        Settings.from_env()
