@@ -49,12 +49,17 @@ LEFT JOIN hour_counts c ON c.hour = ANY($1::bigint[])
 LEFT JOIN users ON users.hour = c.hour
 """
 
+# The version and epoch of some hours (those with a counter row), for the
+# cached-hours check: one scan of hour_counts, its three columns aggregated
+# side by side (one aggregation: the arrays keep the same row order), and
+# empty arrays when no hour has a row, so that the identity always comes back.
 HOUR_VERSIONS = f"""
-SELECT {IDENTITY_COLUMNS},
-       ARRAY(SELECT c.hour FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour),
-       ARRAY(SELECT c.version FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour),
-       ARRAY(SELECT c.epoch FROM hour_counts c WHERE c.hour = ANY($1::bigint[]) ORDER BY c.hour)
-FROM reactions_identity() i
+SELECT {IDENTITY_COLUMNS}, v.hours, v.versions, v.epochs
+FROM reactions_identity() i CROSS JOIN (
+    SELECT COALESCE(array_agg(c.hour), '{{}}') AS hours, COALESCE(array_agg(c.version), '{{}}') AS versions,
+           COALESCE(array_agg(c.epoch), '{{}}') AS epochs
+    FROM hour_counts c WHERE c.hour = ANY($1::bigint[])
+) v
 """
 
 IDENTITY = f"SELECT {IDENTITY_COLUMNS} FROM reactions_identity() i"

@@ -11,7 +11,7 @@ import uvloop
 from aiohttp import web
 
 from aggregator.fanout import FanOut
-from aggregator.keys import FANOUT, LISTENER, LIVE, METRICS, PAST, REFRESHER, SETTINGS, SHARDS
+from aggregator.keys import FANOUT, HOURS, LISTENER, LIVE, METRICS, PAST, REFRESHER, SETTINGS, SHARDS
 from aggregator.listener import LateWriteListener
 from aggregator.live import LiveHours
 from aggregator.metrics import AggregatorMetrics
@@ -20,6 +20,7 @@ from aggregator.refresher import Refresher
 from aggregator.routes import setup_routes
 from aggregator.settings import Settings
 from aggregator.shards import ShardSet
+from aggregator.source import HourSource
 from common.tasks import running
 
 log = logging.getLogger("reactions.aggregator")
@@ -32,8 +33,9 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics = AggregatorMetrics.create()
     app[FANOUT] = fanout = FanOut(settings.shard_timeout_s, metrics, settings.cold_read_slots,
                                   settings.cold_slot_wait_s)
-    app[LIVE] = LiveHours(fanout)
-    app[PAST] = PastHours(settings.past_cache_hours, fanout, metrics, trust_s=settings.stale_after_ms / 1000)
+    app[LIVE] = live = LiveHours(fanout)
+    app[PAST] = past = PastHours(settings.past_cache_hours, fanout, metrics, trust_s=settings.stale_after_ms / 1000)
+    app[HOURS] = HourSource(live, past, fanout, settings)
     app.cleanup_ctx.extend([shards_ctx, past_ctx, listener_ctx, refresher_ctx, sighup_ctx])
     setup_routes(app)
     return app

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from aggregator.fanout import FanOut, IncompleteAnswer, ShardFailure
 from aggregator.merge import HourAnswer
 from aggregator.metrics import AggregatorMetrics
 from aggregator.shards import ShardSet
+from common.tasks import all_or_first_failure
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,19 @@ class CachedHour:
     confirmed_at: float
 
 
-async def _one_of(together: asyncio.Task[dict[int, HourAnswer]], hour: int) -> HourAnswer:
+# Reads whole hours from every shard: the one-hour statement for a one-hour GET, one for many for a series.
+ColdRead = Callable[[ShardSet, Sequence[int]], Coroutine[Any, Any, Mapping[int, HourAnswer]]]
+
+
+async def _one_of(together: asyncio.Task[Mapping[int, HourAnswer]], hour: int) -> HourAnswer:
     """One hour's answer out of a read of many (shielded: the others still want it)."""
     return (await asyncio.shield(together))[hour]
+
+
+async def _landed(flights: Mapping[int, Flight]) -> dict[int, HourAnswer]:
+    """Each flight's answer (shielded: others may share it), or the first failure once all have ended."""
+    answers = await all_or_first_failure([asyncio.shield(f.task) for f in flights.values()])
+    return dict(zip(flights, answers, strict=True))
 
 
 class PastHours:
@@ -113,39 +124,26 @@ class PastHours:
                     raise IncompleteAnswer(failures)
         return found
 
-    async def compute(self, shards: ShardSet, hour: int) -> bytes:
-        """Read ``hour`` from every shard (or join the read in progress); IncompleteAnswer if a shard fails."""
-        flight = self._flights.get(hour) or self._take_off(shards, hour)
-        answer = await asyncio.shield(flight.task)
-        return answer.body
+    def compute(self, shards: ShardSet, hours: Sequence[int],
+                     read: ColdRead) -> Coroutine[Any, Any, dict[int, HourAnswer]]:
+        """Every one of ``hours`` read from every shard: those no read is computing yet by one ``read`` of them all.
 
-    async def compute_many(self, shards: ShardSet, hours: Sequence[int]) -> dict[int, bytes]:
-        """Like ``compute`` for each of ``hours``; those no read is computing yet are read together.
-
-        Raises the first IncompleteAnswer (or ColdReadsBusy) among them.
+        The reads take off now, so that a request arriving next joins them;
+        each hour joins the read already computing it, if any. The answers,
+        once awaited, or the first IncompleteAnswer (or ColdReadsBusy) among them.
         """
         alone = [hour for hour in hours if hour not in self._flights]
         if alone:
-            self._take_off_together(shards, alone)
-        flights = [self._flights[hour] for hour in hours]
-        answers = await asyncio.gather(*(asyncio.shield(f.task) for f in flights), return_exceptions=True)
-        bodies: dict[int, bytes] = {}
-        for hour, answer in zip(hours, answers, strict=True):
-            if isinstance(answer, BaseException):
-                raise answer
-            bodies[hour] = answer.body
-        return bodies
+            self._take_off(shards, alone, read)
+        return _landed({hour: self._flights[hour] for hour in hours})
 
-    def _take_off_together(self, shards: ShardSet, hours: Sequence[int]) -> None:
+    def _take_off(self, shards: ShardSet, hours: Sequence[int], read: ColdRead) -> None:
         """One read of every shard for all ``hours``, and a flight per hour that takes its own answer from it."""
-        together = asyncio.create_task(self._fanout.read_hours(shards, hours), name=f"past-hours-{hours[0]}+")
+        together = asyncio.create_task(read(shards, hours), name=f"past-hours-{hours[0]}+")
         self._running.add(together)
         together.add_done_callback(self._running.discard)
         for hour in hours:
             self._fly(hour, asyncio.create_task(_one_of(together, hour), name=f"past-hour-{hour}"))
-
-    def _take_off(self, shards: ShardSet, hour: int) -> Flight:
-        return self._fly(hour, asyncio.create_task(self._fanout.read_hour(shards, hour), name=f"past-hour-{hour}"))
 
     def _fly(self, hour: int, task: asyncio.Task[HourAnswer]) -> Flight:
         flight = Flight(task)

@@ -1,26 +1,18 @@
 """GET /analytics/series: a range of hours as CSV, each row exactly what the one-hour GET answers.
 
-Parsing and rendering are pure. ``read_series`` takes each hour from where a
-one-hour GET would: a live hour from memory (stale-marked the same way), a
-past hour from the cache, the uncached past hours read together (one
-statement per shard, each hour then cached by the usual rules), and an hour
-further ahead by fan-out, never cached. Any hour that cannot be answered
+Parsing and rendering only, both pure. The hours come from the same source
+as a one-hour GET's (aggregator/source.py). Any hour that cannot be answered
 completely makes the whole series a 503: a row is never a guess.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from aggregator.fanout import FanOut
-from aggregator.live import LiveHour
-from aggregator.past import PastHours
-from aggregator.shards import ShardSet
 from common.events import MAX_READ_TIMESTAMP_MS, MAX_TIMESTAMP_DIGITS
 from common.hours import hour_of, hour_start_ms
 
@@ -88,66 +80,3 @@ def csv_row(hour: int, body: bytes) -> bytes:
 
 def render_csv(hours: range, bodies: Mapping[int, bytes]) -> bytes:
     return CSV_HEADER + b"".join(csv_row(hour, bodies[hour]) for hour in hours)
-
-
-class HourNotReady(Exception):
-    """A live hour that has had no complete read of every shard yet: no answer to give."""
-
-
-@dataclass
-class SeriesBodies:
-    """The one-hour body of every hour of a series, and since when its oldest stale live hour is stale."""
-
-    bodies: dict[int, bytes] = field(default_factory=dict)
-    stale_since_ms: int | None = None
-
-
-def live_bodies(hours: range, live: Mapping[int, LiveHour], now_ms: int, stale_after_ms: float) -> SeriesBodies:
-    """The live hours of the range, from memory, as the one-hour GET serves them."""
-    found = SeriesBodies()
-    for hour in hours:
-        entry = live.get(hour)
-        if entry is None:
-            continue
-        if entry.body is None:
-            raise HourNotReady(f"hour {hour} has no complete read of every shard yet{entry.why_incomplete}")
-        found.bodies[hour] = entry.body
-        since = entry.stale_since(now_ms, stale_after_ms)
-        if since is not None:
-            found.stale_since_ms = since if found.stale_since_ms is None else min(found.stale_since_ms, since)
-    return found
-
-
-async def read_series(hours: range, live: Mapping[int, LiveHour], past: PastHours, fanout: FanOut,
-                      shards: ShardSet, now_ms: int, stale_after_ms: float) -> SeriesBodies:
-    """Every hour of ``hours``, or the first reason one of them cannot be answered completely."""
-    found = live_bodies(hours, live, now_ms, stale_after_ms)
-    current = hour_of(now_ms)
-    cold = [hour for hour in hours if hour not in found.bodies]
-    cached = await past.cached_many(shards, [hour for hour in cold if hour < current])
-    found.bodies.update(cached)
-    uncached = [hour for hour in cold if hour < current and hour not in cached]
-    reads: list[Awaitable[dict[int, bytes]]] = []
-    if uncached:
-        reads.append(past.compute_many(shards, uncached))
-    ahead = [hour for hour in cold if hour >= current]
-    if ahead:  # further ahead than the live hours: computed, never cached (as the one-hour GET)
-        reads.append(read_ahead(fanout, shards, ahead))
-    for bodies in await all_or_first_failure(reads):
-        found.bodies.update(bodies)
-    return found
-
-
-async def read_ahead(fanout: FanOut, shards: ShardSet, hours: Sequence[int]) -> dict[int, bytes]:
-    return {hour: answer.body for hour, answer in (await fanout.read_hours(shards, hours)).items()}
-
-
-async def all_or_first_failure(reads: Sequence[Awaitable[dict[int, bytes]]]) -> list[dict[int, bytes]]:
-    """Every result, or the first failure once all have ended (none is left running unwatched)."""
-    results = await asyncio.gather(*reads, return_exceptions=True)
-    done: list[dict[int, bytes]] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-        done.append(result)
-    return done

@@ -14,9 +14,9 @@ from multidict import CIMultiDict
 
 from aggregator import db
 from aggregator.fanout import ColdReadsBusy, IncompleteAnswer
-from aggregator.keys import FANOUT, LISTENER, LIVE, METRICS, PAST, SETTINGS, SHARDS
-from aggregator.live import LiveHour
-from aggregator.series import HourNotReady, HourRange, SeriesBodies, parse_range, read_series, render_csv
+from aggregator.keys import FANOUT, HOURS, LISTENER, METRICS, SETTINGS, SHARDS
+from aggregator.series import HourRange, parse_range, render_csv
+from aggregator.source import Answer, HourNotReady, oldest_stale
 from aggregator.status import shard_json
 from common.events import MAX_READ_TIMESTAMP_MS, MAX_TIMESTAMP_DIGITS, parse_read_hour
 from common.hours import hour_of
@@ -66,30 +66,11 @@ def read_hour(request: web.Request) -> int:
 async def get_analytics(request: web.Request) -> web.Response:
     app = request.app
     hour = read_hour(request)
-    live = app[LIVE].hours.get(hour)
-    if live is None:
-        return await cold_answer(app, hour)
-    settings = app[SETTINGS]
-    body = live.fresh_body(settings.clock(), settings.stale_after_ms)
-    if body is not None:  # the hot path: a complete snapshot young enough to be fresh
+    body = app[HOURS].fresh(hour)
+    if body is not None:  # the hot path: a live hour's complete snapshot, young enough to be fresh
         app[METRICS].live_reads.inc()
         return web.Response(body=body, headers=TEXT_PLAIN)
-    return live_answer(app, live)
-
-
-def live_answer(app: web.Application, live: LiveHour) -> web.Response:
-    """From memory only: the latest snapshot, marked stale while some shard fails or refreshes lag."""
-    settings = app[SETTINGS]
-    body, stale_since = live.body, live.stale_since(settings.clock(), settings.stale_after_ms)
-    if body is None:
-        app[METRICS].refused.labels("503").inc()
-        raise unavailable(f"hour {live.hour} is not available: "
-                          f"no complete read of every shard yet{live.why_incomplete}")
-    if stale_since is None:
-        app[METRICS].live_reads.inc()
-        return plain(body)
-    app[METRICS].reads.labels("live_stale").inc()
-    return plain(body, stale_headers(stale_since))
+    return await one_hour(app, hour)
 
 
 def require_shard_list(app: web.Application) -> None:
@@ -100,26 +81,24 @@ def require_shard_list(app: web.Application) -> None:
         raise unavailable(f"not ready: {shards.waiting.describe()}")
 
 
-async def cold_answer(app: web.Application, hour: int) -> web.Response:
-    """A past hour (cached, or computed once and cached) or a future one (computed, never cached)."""
-    metrics, past, shards = app[METRICS], app[PAST], app[SHARDS]
+async def one_hour(app: web.Application, hour: int) -> web.Response:
+    """Any other hour: a live one marked stale, a past one (cached, or read once and cached), one ahead."""
+    metrics = app[METRICS]
     require_shard_list(app)
     try:
-        if hour >= hour_of(app[SETTINGS].clock()):
-            metrics.reads.labels("future").inc()
-            return plain((await app[FANOUT].read_hour(shards, hour)).body)
-        body = await past.cached(shards, hour)
-        if body is not None:
-            metrics.reads.labels("past").inc()
-            return plain(body)
-        metrics.reads.labels("miss").inc()
-        return plain(await past.compute(shards, hour))
+        answer = await app[HOURS].hour(app[SHARDS], hour, lambda kind: metrics.reads.labels(kind).inc())
+    except HourNotReady as exc:
+        metrics.refused.labels("503").inc()
+        raise unavailable(f"hour {hour} is not available: no complete read of every shard yet{exc.why}") from None
     except IncompleteAnswer as exc:
         metrics.refused.labels("503").inc()
         raise unavailable(f"hour {hour} is incomplete, not answered: {exc}") from None
     except ColdReadsBusy as exc:
         metrics.refused.labels("503").inc()
         raise unavailable(f"hour {hour} is not answered now: {exc}; retry") from None
+    if answer.stale_since_ms is None:
+        return plain(answer.body)
+    return plain(answer.body, stale_headers(answer.stale_since_ms))
 
 
 def read_range(request: web.Request) -> HourRange:
@@ -135,24 +114,24 @@ async def get_series(request: web.Request) -> web.Response:
     app, span = request.app, read_range(request)
     require_shard_list(app)
     try:
-        found = await series_bodies(app, span)
+        answers = await series_answers(app, span)
     except (IncompleteAnswer, ColdReadsBusy, HourNotReady) as exc:
         app[METRICS].refused.labels("503").inc()
         raise unavailable(f"series {span.first}..{span.last} is incomplete, not answered: {exc}") from None
     app[METRICS].reads.labels("series").inc()
     headers = {"Content-Type": TEXT_CSV, "Content-Location": span.canonical_path}
-    if found.stale_since_ms is not None:
-        headers |= stale_headers(found.stale_since_ms)
-    return web.Response(body=render_csv(span.hours, found.bodies), headers=headers)
+    stale_since = oldest_stale(answers)
+    if stale_since is not None:
+        headers |= stale_headers(stale_since)
+    return web.Response(body=render_csv(span.hours, {hour: a.body for hour, a in answers.items()}), headers=headers)
 
 
-async def series_bodies(app: web.Application, span: HourRange) -> SeriesBodies:
+async def series_answers(app: web.Application, span: HourRange) -> dict[int, Answer]:
     """The series' hours within the series bound; a 503 naming the bound when it runs out."""
     settings = app[SETTINGS]
     try:
         async with asyncio.timeout(settings.series_timeout_s):
-            return await read_series(span.hours, app[LIVE].hours, app[PAST], app[FANOUT], app[SHARDS],
-                                     settings.clock(), settings.stale_after_ms)
+            return await app[HOURS].hours(app[SHARDS], span.hours)
     except TimeoutError:
         app[METRICS].refused.labels("503").inc()
         raise unavailable(f"series {span.first}..{span.last} not read within {settings.series_timeout_s:g} s "

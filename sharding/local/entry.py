@@ -7,12 +7,11 @@ Used by ``apply`` (sharding/local/apply.py) and by the local commands
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from sharding import nginx
 from sharding.config import Topology
 from sharding.local.cluster import ClusterError, LocalCluster
-from sharding.local.processes import alive, http_get, wait_for
+from sharding.local.processes import alive, http_get, process_stats, wait_for
 
 # How long a reload may take (old nginx workers finish their requests).
 RELOAD_TIMEOUT_S = 30.0
@@ -51,14 +50,4 @@ def reload_nginx(cluster: LocalCluster, topology: Topology | None = None) -> Non
 
 def workers(master_pid: int) -> list[int]:
     """The live child processes of nginx's master (its workers)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(fields[1]) == master_pid and fields[0] not in ("Z", "X"):
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, fields in process_stats() if int(fields[1]) == master_pid and fields[0] not in ("Z", "X")]

@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +56,15 @@ def stat_fields(pid: int) -> list[str] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return stat.rsplit(")", 1)[1].split()
+
+
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process in /proc with its ``stat_fields``; one that is gone by the time it is read is skipped."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            fields = stat_fields(int(proc.name))
+            if fields is not None:
+                yield int(proc.name), fields
 
 
 def start_ticks(pid: int) -> int | None:
@@ -123,15 +132,9 @@ def become_subreaper() -> None:
 def reap_adopted() -> None:
     """Collect every zombie child that no ``Popen`` of ours waits for (adopted orphans, their backends)."""
     me = str(os.getpid())
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) in _children:
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] == "Z" and fields[1] == me:
-            reap(int(proc.name))
+    for pid, fields in process_stats():
+        if fields[0] == "Z" and fields[1] == me and pid not in _children:
+            reap(pid)
 
 
 def alive(record: ProcessRecord) -> bool:

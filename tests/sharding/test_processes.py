@@ -13,13 +13,24 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sharding.local.processes import ProcessRecord, alive, describe_exit, reap_adopted, spawn, stop, wait_for
+from sharding.local.entry import workers
+from sharding.local.processes import (
+    ProcessRecord,
+    alive,
+    describe_exit,
+    process_stats,
+    reap_adopted,
+    spawn,
+    stop,
+    wait_for,
+)
 
 # exit(2), not exit_group(2): it ends the calling thread only.
 SYS_EXIT = {"x86_64": 60, "aarch64": 93}.get(platform.machine())
@@ -64,3 +75,18 @@ def test_stop_signals_a_process_whose_main_thread_is_gone(leaderless: ProcessRec
     assert stop(leaderless, timeout_s=30.0), "SIGTERM's default action ends every thread"
     assert state(leaderless.pid) is None, "reaped: nothing of it is left"
     assert describe_exit(leaderless.pid) == "was killed by SIGTERM"
+
+
+def test_the_workers_of_a_process_are_its_live_children() -> None:
+    """How a reload tells nginx's old workers are gone: by the one /proc parser, zombies excluded."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        assert child.pid in workers(os.getpid())
+        assert (child.pid, str(os.getpid())) in {(pid, fields[1]) for pid, fields in process_stats()}
+        os.kill(child.pid, signal.SIGKILL)
+        assert wait_for(lambda: state(child.pid) == "Z", 30.0), "killed, not yet reaped: a zombie"
+        assert child.pid not in workers(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in workers(os.getpid())
