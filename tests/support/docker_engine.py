@@ -206,18 +206,27 @@ class DockerEngine:
         subprocess.run(["ip", "link", "set", self.slot.bridge, "up"], check=True)
         self.exec_root.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
-        log = (self.exec_root / "dockerd.log").open("wb")
-        self.process = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root / "exec"),
-             "--pidfile", str(self.exec_root / "dockerd.pid"), "--host", self.host, "--bridge", self.slot.bridge,
-             "--default-address-pool", self.slot.pool, "--shutdown-timeout", "5", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.exec_root / "dockerd.log").open("wb") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root / "exec"),
+                 "--pidfile", str(self.exec_root / "dockerd.pid"), "--host", self.host, "--bridge", self.slot.bridge,
+                 "--default-address-pool", self.slot.pool, "--shutdown-timeout", "5", "--log-level", "warn"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.settings.start_timeout_s
         while self.docker("version", check=False, timeout_s=10).returncode != 0:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 tail = (self.exec_root / "dockerd.log").read_text(errors="replace")[-2000:]
                 raise EngineUnavailable(f"dockerd did not start: {tail.strip().splitlines()[-1:]}")
             time.sleep(0.2)
+        self.forget_earlier_runs()
+
+    def forget_earlier_runs(self) -> None:
+        """Containers, networks and volumes an interrupted run left in this data root; its images stay (a cache)."""
+        left = self.docker("ps", "-aq").stdout.split()
+        if left:
+            self.docker("rm", "-f", "-v", *left)
+        self.docker("network", "prune", "-f")
+        self.docker("volume", "prune", "-f")
 
     def networks(self) -> list[tuple[str, str]]:
         """(bridge name, subnet) of each of this engine's bridge networks."""
@@ -245,6 +254,7 @@ class DockerEngine:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         pid = self.process.pid if self.process is not None else -1
+        self.bridges |= bridges_in(self.slot.block)  # a network whose removal dockerd did not finish
         remove_rules(self.bridges, subnets)
         for bridge in self.bridges:
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)
@@ -275,6 +285,17 @@ def take_slot(run_root: Path) -> tuple[Slot, IO[str]]:
             subprocess.run(["ip", "link", "del", f"rxdock{number}"], capture_output=True)
         return Slot(number), lock
     raise EngineUnavailable(f"all {SLOTS} private Docker engine slots are taken")
+
+
+def bridges_in(block: ipaddress.IPv4Network) -> set[str]:
+    """Bridges with an address in this engine's block: its own, whoever's run left them."""
+    listed = subprocess.run(["ip", "-4", "-o", "addr", "show", "type", "bridge"], capture_output=True, text=True)
+    found = set()
+    for line in listed.stdout.splitlines():
+        words = line.split()
+        if len(words) > 3 and ipaddress.ip_interface(words[3]).ip in block:
+            found.add(words[1])
+    return found
 
 
 def remove_rules(interfaces: set[str], subnets: set[str]) -> None:
