@@ -41,7 +41,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy common writer aggregator sharding
 
-test: install
+# tests/docker starts a Docker engine of its own: Debian's docker.io is installed for it.
+test: install docker-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: install

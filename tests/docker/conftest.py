@@ -1,4 +1,8 @@
-"""A private Docker engine for the session and Reactions' compose stack on it, built once."""
+"""A private Docker engine and Reactions' compose stack on it, built once per run.
+
+Package-scoped: the engine stops (and the FORWARD policy it set is restored)
+as soon as tests/docker is done, before the other packages' network tests.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from tests.support.docker_engine import DockerEngine, DockerEngineSettings, Engi
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine() -> Iterator[DockerEngine]:
     try:
         with DockerEngine.start(DockerEngineSettings.from_env()) as started:
@@ -28,7 +32,7 @@ def new_stack(engine: DockerEngine, name: str, net_index: int) -> ComposeStack:
                         engine.slot.fixed_net(net_index))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(engine: DockerEngine) -> Iterator[ComposeStack]:
     """`make docker-up` in a fresh copy of the repository: the images are built here, once a session."""
     started = new_stack(engine, "main", 1)

@@ -1,7 +1,9 @@
 """Every container of the stack started at once, with no depends_on order, reaches the contract within 60 s.
 
 The compose file as rendered, less every ``depends_on``: as an engine (or a
-node's reboot) starts the containers. The images are the session's.
+node's reboot) starts the containers. nginx finds every name in its hosts
+file (fixed addresses), the writers retry their databases, the aggregators
+read the mounted shard file. The images are the session's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import pytest
 import yaml
 
 from common.hours import current_hour, now_ms
-from perf.ledger import HourCounts
 from tests.faults.load import get_hour
 from tests.support.compose_stack import ComposeStack
 from tests.waiting import wait_until
@@ -38,35 +39,37 @@ def without_order(stack: ComposeStack) -> None:
         (secrets / name).chmod(0o600)
 
 
-@pytest.mark.xfail(strict=False, reason="before branch converge (issue 18, item 3) the parts do not wait for "
-                   "each other: they retry or exit and are restarted; measured here at 57 s of the 60 s")
 async def test_every_container_started_at_once_reaches_the_contract(spare_stack: ComposeStack) -> None:
     without_order(spare_stack)
     began = time.monotonic()
     spare_stack.compose("up", "-d", "--no-build")
     ts = now_ms()
 
-    acked: list[str] = []
+    acked, unknown = [], []
 
     async def takes_a_write() -> bool:
         async with aiohttp.ClientSession() as session:
             status, stale, _ = await get_hour(session, spare_stack.base_url, current_hour())
             if status != 200 or stale:
                 return False
-            user = f"first-{len(acked)}-{os.urandom(3).hex()}"
+            user = f"first-{os.urandom(4).hex()}"
             async with session.post(f"{spare_stack.base_url}/analytics?timestamp={ts}&user={user}&click") as answer:
-                assert "X-Reactions-Outcome" not in answer.headers, "an outcome unknown would blur the count"
                 if answer.status == 204:
                     acked.append(user)
+                elif answer.headers.get("X-Reactions-Outcome") == "unknown":
+                    unknown.append(user)  # may be stored
             return bool(acked)
     await wait_until(takes_a_write, "a read and a write through nginx", CONVERGE_S - (time.monotonic() - began),
                      poll_s=0.5)
 
     async def exact() -> bool:
+        """Every acknowledged click counted, and at most the unknown outcomes besides (each user clicked once)."""
         async with aiohttp.ClientSession() as session:
             status, stale, counted = await get_hour(session, spare_stack.base_url, current_hour())
-            return status == 200 and not stale and counted == HourCounts(len(acked), len(acked), 0)
-    await wait_until(exact, "the write counted exactly", max(1.0, CONVERGE_S - (time.monotonic() - began)),
+            return (status == 200 and not stale and counted is not None and counted.impressions == 0
+                    and counted.unique_users == counted.clicks
+                    and len(acked) <= counted.clicks <= len(acked) + len(unknown))
+    await wait_until(exact, "the writes counted exactly", max(1.0, CONVERGE_S - (time.monotonic() - began)),
                      poll_s=0.2)
     await wait_until(lambda: set(spare_stack.health().values()) == {"healthy"}, "every container healthy",
                      max(1.0, CONVERGE_S - (time.monotonic() - began)), poll_s=0.5)

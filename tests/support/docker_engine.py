@@ -274,6 +274,7 @@ class DockerEngine:
 
 
 def take_slot(run_root: Path) -> tuple[Slot, IO[str]]:
+    """The first free slot whose addresses nobody else uses; what an interrupted run of it left is removed."""
     for number in range(SLOTS):
         lock = (run_root / f"slot{number}.lock").open("w")
         try:
@@ -281,10 +282,32 @@ def take_slot(run_root: Path) -> tuple[Slot, IO[str]]:
         except BlockingIOError:
             lock.close()
             continue
-        if Path(f"/sys/class/net/rxdock{number}").exists():  # left by a killed run: its rules are ours too
-            subprocess.run(["ip", "link", "del", f"rxdock{number}"], capture_output=True)
-        return Slot(number), lock
+        slot = Slot(number)
+        users = interfaces_in(slot.block)
+        if any(not leftover(slot, name, up) for name, up in users.items()):
+            lock.close()  # another engine or test network uses these addresses
+            continue
+        for name in users:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        return slot, lock
     raise EngineUnavailable(f"all {SLOTS} private Docker engine slots are taken")
+
+
+def leftover(slot: Slot, name: str, up: bool) -> bool:
+    """An interface an interrupted run of this slot left: its own bridge, or a network bridge with nothing on it."""
+    return name == slot.bridge or (name.startswith("br-") and not up)
+
+
+def interfaces_in(block: ipaddress.IPv4Network) -> dict[str, bool]:
+    """Interfaces with an address in the block, and whether each has carrier (something attached)."""
+    listed = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    found = {}
+    for line in listed.splitlines():
+        words = line.split()
+        if len(words) > 3 and ipaddress.ip_interface(words[3]).ip in block:
+            link = subprocess.run(["ip", "-o", "link", "show", words[1]], capture_output=True, text=True).stdout
+            found[words[1]] = "NO-CARRIER" not in link
+    return found
 
 
 def bridges_in(block: ipaddress.IPv4Network) -> set[str]:
