@@ -87,6 +87,15 @@ async def test_every_container_is_healthy_and_unprivileged(stack: ComposeStack) 
     assert passfile.split() == ["reactions", "600"]
 
 
+def test_the_base_is_debian_bookworm_slim_as_users_pull_it(stack: ComposeStack) -> None:
+    """Pulled or made by make docker-base: Debian's apt sources and a CMD, like the official image."""
+    docker = stack.engine.docker
+    assert docker("image", "inspect", "-f", "{{json .Config.Cmd}}", "debian:bookworm-slim").stdout.strip() == '["bash"]'
+    sources = docker("run", "--rm", "debian:bookworm-slim", "cat", "/etc/apt/sources.list.d/debian.sources").stdout
+    suites = {w for line in sources.splitlines() if line.startswith("Suites:") for w in line.split()[1:]}
+    assert suites == {"bookworm", "bookworm-updates", "bookworm-security"}
+
+
 async def sigkill(stack: ComposeStack, service: str) -> None:
     """SIGKILL the container's main process from the host (not `docker kill`: the restart policy applies)."""
     pid = stack.pid(service)
