@@ -13,7 +13,14 @@ import pytest
 
 from sharding.local.processes import free_port
 from tests.support.compose_stack import ComposeStack, copy_repository
-from tests.support.docker_engine import DockerEngine, DockerEngineSettings, EngineUnavailable
+from tests.support.docker_engine import (
+    DockerEngine,
+    DockerEngineSettings,
+    EngineUnavailable,
+    forward_policy,
+    interfaces_in,
+    other_dockerd_runs,
+)
 from tests.support.tmpdirs import world_traversable_tmpdir
 
 
@@ -24,6 +31,10 @@ def engine() -> Iterator[DockerEngine]:
             yield started
     except EngineUnavailable as exc:
         pytest.skip(f"no Docker engine can start here: {exc}")
+    # Stopped: what it changed on the host is as it found it (the FORWARD policy blocks bridged test networks).
+    if not other_dockerd_runs(-1):
+        assert forward_policy() == started.before.forward_policy, "the engine left the FORWARD policy changed"
+        assert not interfaces_in(started.slot.block), "the engine left a bridge behind"
 
 
 def new_stack(engine: DockerEngine, name: str, net_index: int) -> ComposeStack:
