@@ -12,6 +12,8 @@ PORT=${PORT:-8000}
 BIND=${REACTIONS_BIND:-127.0.0.1}
 UP_TIMEOUT_S=${REACTIONS_DOCKER_UP_TIMEOUT_S:-300}
 export PORT REACTIONS_BIND=$BIND
+# Without buildx, compose builds with the engine itself; say so rather than warn about Bake.
+export COMPOSE_BAKE=${COMPOSE_BAKE:-false}
 started=$(date +%s)
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
