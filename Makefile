@@ -7,11 +7,27 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 PROMETHEUS_PORT ?= 9090
 
-.PHONY: install system-deps lint test run add-shard apply add-aggregator status prune verify-shard monitor bench chaos clean
+.PHONY: install system-deps docker-deps docker-base docker-up docker-down lint test run add-shard apply add-aggregator status prune verify-shard monitor bench chaos clean
 
 # System packages a fresh Debian machine lacks (nginx, PostgreSQL server).
 system-deps:
 	@bash scripts/system-deps.sh
+
+# Docker's engine and debootstrap, only for the Docker targets and tests/docker (never for make run).
+docker-deps:
+	@bash scripts/docker-deps.sh
+
+# debian:bookworm-slim, made with debootstrap where the engine cannot pull it.
+docker-base: docker-deps
+	@bash scripts/docker-base.sh
+
+# The stack under Docker compose on 127.0.0.1:$(PORT) (default 8000); DOCKER_HOST picks the engine.
+docker-up: install docker-deps
+	@COMPOSE=$(VENV)/bin/docker-compose PIP=$(VENV)/bin/pip bash scripts/docker-up.sh
+
+# Stops the stack, keeps its volumes (docker compose down -v removes them).
+docker-down: install
+	$(VENV)/bin/docker-compose down
 
 $(STAMP): requirements.txt requirements-runtime.txt
 	@bash scripts/system-deps.sh
@@ -25,7 +41,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy common writer aggregator sharding
 
-test: install
+# tests/docker starts a Docker engine of its own: Debian's docker.io is installed for it.
+test: install docker-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: install

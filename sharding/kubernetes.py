@@ -9,10 +9,12 @@ rendered from the same template (sharding/nginx.py), its aggregator upstream
 being that Service. The shard file reaches the aggregators as a ConfigMap
 (mounted as a directory, so that an update reaches them without a restart).
 
-Secrets come from Kubernetes: the manifests reference a Secret
+The images are compose's (sharding/images.py), and every pod runs as its
+image's unprivileged user; PostgreSQL's volume claim gets that user's group
+(``fsGroup``). Secrets come from Kubernetes: the manifests reference a Secret
 ``reactions-postgres`` (keys ``password`` and ``pgpass``) that the user
-creates; nothing here holds a password. The pgpass key is copied by an init
-container into a memory volume with mode 0600, as libpq and asyncpg require.
+creates; nothing here holds a password. The services' entrypoint copies the
+pgpass key into a memory volume with mode 0600, as libpq and asyncpg require.
 Pure data dumped by PyYAML: no cluster is needed to render or to validate it.
 """
 
@@ -23,13 +25,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from sharding import nginx
+from sharding import images, nginx
 from sharding.compose import host_port, pg_host
 from sharding.config import Shard, Topology
 
-IMAGE = "reactions:latest"
-POSTGRES_IMAGE = "postgres:15"
-NGINX_IMAGE = "nginx:1.22"
 # nginx's ConfigMap (nginx.conf and the cache keys' njs code) is mounted here.
 NGINX_CONF_DIR = "/etc/reactions/nginx"
 SECRET = "reactions-postgres"
@@ -39,9 +38,10 @@ ENTRY_PORT = 8000
 # A writer closes its main port while its database cannot commit (README, Writer):
 # its probes use this second port, which stays open, so the pod is not restarted for it.
 WRITER_ADMIN_PORT = 9000
-PG_PORT = 5432
 VOLUME_SIZE = "10Gi"
 CONFIG_DIR = "/etc/reactions/config"
+SECRET_DIR = "/etc/reactions/secret"
+# Where the services' entrypoint writes its 0600 copy of the passfile (docker/python/entrypoint.sh).
 PGPASS_DIR = "/run/reactions"
 LABEL = "app.kubernetes.io/name"
 
@@ -56,61 +56,61 @@ def service(name: str, port: int, selector: dict[str, str]) -> dict[str, Any]:
             "spec": {"selector": selector, "ports": [{"name": "main", "port": port, "targetPort": port}]}}
 
 
-def passfile_volumes() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The Secret's pgpass copied with mode 0600 into a memory volume (a Secret volume is not 0600 to its user)."""
-    volumes = [{"name": "secret", "secret": {"secretName": SECRET, "defaultMode": 0o440,
-                                             "items": [{"key": "pgpass", "path": "pgpass"}]}},
-               {"name": "pgpass", "emptyDir": {"medium": "Memory"}}]
-    init = {"name": "pgpass", "image": IMAGE,
-            "command": ["sh", "-c", f"cp /secret/pgpass {PGPASS_DIR}/pgpass && chmod 600 {PGPASS_DIR}/pgpass"],
-            "volumeMounts": [{"name": "secret", "mountPath": "/secret", "readOnly": True},
-                             {"name": "pgpass", "mountPath": PGPASS_DIR}]}
-    return volumes, init
+def security(uid: int) -> dict[str, Any]:
+    """The pod runs as its image's unprivileged user; its volumes belong to that user's group."""
+    return {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "runAsNonRoot": True}
+
+
+def secret_volume(key: str) -> dict[str, Any]:
+    """One key of the Secret, readable by the pod's group (fsGroup) only."""
+    return {"name": "secret", "secret": {"secretName": SECRET, "defaultMode": 0o440,
+                                         "items": [{"key": key, "path": key}]}}
 
 
 def python_deployment(name: str, replicas: int, command: str, port: int, env: dict[str, str],
                       probe_port: int, extra_volumes: list[dict[str, Any]] | None = None,
                       extra_mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    volumes, init = passfile_volumes()
-    env = {"REACTIONS_HOST": "0.0.0.0", "REACTIONS_PORT": str(port), "PGPASSFILE": f"{PGPASS_DIR}/pgpass", **env}
+    env = {"REACTIONS_HOST": "0.0.0.0", "REACTIONS_PORT": str(port),
+           "REACTIONS_PGPASS_SECRET": f"{SECRET_DIR}/pgpass", **env}
     container = {
-        "name": name.split("-")[0], "image": IMAGE, "command": ["python", "-m", command],
+        # args, not command: the image's entrypoint copies the passfile first.
+        "name": name.split("-")[0], "image": images.SERVICE_IMAGE, "args": ["python", "-m", command],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": [{"containerPort": port}],
         "readinessProbe": probe("/readyz", probe_port, 2),
         "livenessProbe": probe("/healthz", probe_port),
-        "volumeMounts": [{"name": "pgpass", "mountPath": PGPASS_DIR, "readOnly": True}, *(extra_mounts or [])],
+        "volumeMounts": [{"name": "secret", "mountPath": SECRET_DIR, "readOnly": True},
+                         {"name": "pgpass", "mountPath": PGPASS_DIR}, *(extra_mounts or [])],
     }
+    volumes = [secret_volume("pgpass"), {"name": "pgpass", "emptyDir": {"medium": "Memory"}}]
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {LABEL: name}},
                      "template": {"metadata": {"labels": {LABEL: name}},
-                                  "spec": {"initContainers": [init], "containers": [container],
+                                  "spec": {"securityContext": security(images.SERVICE_UID),
+                                           "containers": [container],
                                            "volumes": [*volumes, *(extra_volumes or [])]}}}}
 
 
 def postgres(shard: Shard) -> list[dict[str, Any]]:
     name, url = pg_host(shard), urlsplit(shard.dsn)
-    env = {"POSTGRES_USER": url.username or "postgres", "POSTGRES_DB": url.path.lstrip("/") or "reactions",
-           "POSTGRES_PASSWORD_FILE": "/etc/reactions/secret/password",
-           "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256 --auth-local=scram-sha-256",
-           "PGDATA": "/var/lib/postgresql/data/pgdata"}
-    ready = {"exec": {"command": ["pg_isready", "-U", env["POSTGRES_USER"]]}, "periodSeconds": 5}
-    container = {"name": "postgres", "image": POSTGRES_IMAGE, "ports": [{"containerPort": PG_PORT}],
+    env = images.postgres_env(shard, f"{SECRET_DIR}/password")
+    ready = {"exec": {"command": images.pg_ready_command(shard)}, "periodSeconds": 5}
+    container = {"name": "postgres", "image": images.POSTGRES_IMAGE, "ports": [{"containerPort": images.PG_PORT}],
                  "env": [{"name": k, "value": v} for k, v in env.items()],
                  "readinessProbe": ready, "livenessProbe": {**ready, "failureThreshold": 6},
-                 "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
-                                  {"name": "secret", "mountPath": "/etc/reactions/secret", "readOnly": True}]}
+                 "volumeMounts": [{"name": "data", "mountPath": images.PG_VOLUME_PATH},
+                                  {"name": "secret", "mountPath": SECRET_DIR, "readOnly": True}]}
     labels = {LABEL: name}
-    password = {"name": "secret", "secret": {"secretName": SECRET, "items": [{"key": "password", "path": "password"}]}}
     statefulset = {
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
         "spec": {"serviceName": name, "replicas": 1, "selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [container], "volumes": [password]}},
+                              "spec": {"securityContext": security(images.POSTGRES_UID),
+                                       "containers": [container], "volumes": [secret_volume("password")]}},
                  "volumeClaimTemplates": [{"metadata": {"name": "data"},
                                            "spec": {"accessModes": ["ReadWriteOnce"],
                                                     "resources": {"requests": {"storage": VOLUME_SIZE}}}}]}}
-    return [service(name, url.port or PG_PORT, labels), statefulset]
+    return [service(name, url.port or images.PG_PORT, labels), statefulset]
 
 
 def writers(shard: Shard) -> list[dict[str, Any]]:
@@ -136,32 +136,27 @@ def aggregators(topology: Topology, shards_file: str) -> list[dict[str, Any]]:
 
 
 def entry(topology: Topology, source: str) -> list[dict[str, Any]]:
-    """nginx from the same template; its reads go to the aggregator Service."""
+    """nginx from the same template and image as compose; its reads go to the aggregator Service."""
     port = host_port(topology.aggregators[0])[1]
     routed = Topology(shards=topology.shards, aggregators=(f"{AGGREGATOR_SERVICE}:{port}",))
-    conf = nginx.render(routed, nginx.NginxLayout.container(ENTRY_PORT, NGINX_CONF_DIR), source)
+    conf = nginx.render(routed, nginx.NginxLayout.container(ENTRY_PORT), source)
     labels = {LABEL: "nginx"}
-    container = {"name": "nginx", "image": NGINX_IMAGE,
-                 "command": ["nginx", "-c", f"{NGINX_CONF_DIR}/nginx.conf", "-g", "daemon off;"],
+    container = {"name": "nginx", "image": images.NGINX_IMAGE,
+                 "command": ["nginx", "-e", "stderr", "-c", f"{NGINX_CONF_DIR}/nginx.conf", "-g", "daemon off;"],
                  "ports": [{"containerPort": ENTRY_PORT}],
                  "readinessProbe": probe("/readyz", ENTRY_PORT, 2), "livenessProbe": probe("/healthz", ENTRY_PORT),
                  "volumeMounts": [{"name": "conf", "mountPath": NGINX_CONF_DIR, "readOnly": True},
-                                  {"name": "dashboard", "mountPath": nginx.DASHBOARD_IN_CONTAINER, "readOnly": True}]}
-    # The dashboard's static files (a few kilobytes) travel as a ConfigMap, as nginx's configuration does.
-    dashboard = {f.name: f.read_text() for f in sorted(nginx.DASHBOARD_DIR.iterdir()) if f.is_file()}
+                                  {"name": "cache", "mountPath": "/var/cache/nginx"}]}
     return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reactions-nginx"},
-             "data": {"nginx.conf": conf, nginx.JS_NAME: nginx.JS_FILE.read_text()}},
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reactions-dashboard"},
-             "data": dashboard},
+             "data": {"nginx.conf": conf}},
             service(ENTRY_SERVICE, ENTRY_PORT, labels),
             {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "nginx"},
              "spec": {"replicas": 1, "selector": {"matchLabels": labels},
                       "template": {"metadata": {"labels": labels},
-                                   "spec": {"containers": [container],
-                                            "volumes": [{"name": "conf",
-                                                         "configMap": {"name": "reactions-nginx"}},
-                                                        {"name": "dashboard",
-                                                         "configMap": {"name": "reactions-dashboard"}}]}}}}]
+                                   "spec": {"securityContext": security(images.NGINX_UID),
+                                            "containers": [container],
+                                            "volumes": [{"name": "conf", "configMap": {"name": "reactions-nginx"}},
+                                                        {"name": "cache", "emptyDir": {}}]}}}}]
 
 
 def manifests(topology: Topology, shards_file_text: str, source: str = "shard file") -> list[dict[str, Any]]:

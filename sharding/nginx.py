@@ -17,7 +17,7 @@ from sharding.config import ConfigError, Topology
 TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "reactions.conf.template"
 # The dashboard's static files in this repository (served at / by nginx).
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
-# Where the compose nginx container has them (docker-compose.yml mounts the folder there).
+# Where the nginx image has them (docker/nginx/Dockerfile).
 DASHBOARD_IN_CONTAINER = "/usr/share/reactions/dashboard"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 NGINX_BIN = "/usr/sbin/nginx"
@@ -25,11 +25,11 @@ NGINX_BIN = "/usr/sbin/nginx"
 # here, and the official nginx image has it at the same path (its modules path;
 # /etc/nginx/modules links there).
 JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
-# The cache keys' njs code, in this repository; docker/ holds a copy for compose.
+# The cache keys' njs code, in this repository; the nginx image has it at JS_IN_IMAGE
+# (docker/nginx/Dockerfile), for compose and Kubernetes alike.
 JS_FILE = Path(__file__).resolve().parent.parent / "nginx" / "reactions.js"
 JS_NAME = JS_FILE.name
-# Where the compose nginx container has the configuration (docker/ is mounted there).
-CONTAINER_CONFIG_DIR = "/etc/reactions"
+JS_IN_IMAGE = f"/usr/share/reactions/nginx/{JS_NAME}"
 # The GET cache's own server listens on this socket in a local runtime directory.
 # A crashed nginx leaves it behind and nginx will not bind over it: whoever
 # starts nginx removes it first (``remove_stale_socket``).
@@ -70,11 +70,11 @@ class NginxLayout:
                    topology_listen=topology_listen, topology_file=topology_file)
 
     @classmethod
-    def container(cls, port: int = 8000, config_dir: str = CONTAINER_CONFIG_DIR) -> NginxLayout:
-        """Inside the nginx image: logs to the container's output; the njs code next to nginx.conf."""
+    def container(cls, port: int = 8000) -> NginxLayout:
+        """Inside the nginx image: logs to the container's output; the njs code and dashboard from the image."""
         return cls(listen=str(port), runtime_dir="/var/cache/nginx", access_log="/dev/stdout",
                    error_log="stderr", access_log_buffer="", static_root=DASHBOARD_IN_CONTAINER,
-                   js_file=f"{config_dir}/{JS_NAME}", cache_listen=CONTAINER_CACHE_LISTEN)
+                   js_file=JS_IN_IMAGE, cache_listen=CONTAINER_CACHE_LISTEN)
 
 
 def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:

@@ -2,10 +2,11 @@
 
 Checked here: the committed compose file and nginx configuration are what the
 shard file renders to; the compose file parses and its services hang
-together; the compose nginx configuration passes ``nginx -t`` (service names
-replaced by 127.0.0.1, as nothing resolves them here); the services' image
-commands run outside Docker. Not run: building the image, pulling
-postgres/nginx images, starting the stack with a Docker engine.
+together (fixed addresses, every name in every container's hosts file); the
+compose nginx configuration passes ``nginx -t`` (service names replaced by
+127.0.0.1, as nothing resolves them here); the services' image commands run
+outside Docker. tests/docker builds the images and runs the stack on a
+private Docker engine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sharding import compose, nginx
+from sharding import compose, images, nginx
 from sharding.config import ConfigError, Shard, Topology, load
 from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port, spawn, stop, wait_ready
@@ -41,16 +42,19 @@ def test_committed_files_are_rendered_from_the_shard_file() -> None:
                               cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert (ROOT / "docker" / "nginx.conf").read_text() == rendered, \
         "run: python -m sharding render-nginx --shards-file docker/shards.json > docker/nginx.conf"
-    assert (ROOT / "docker" / nginx.JS_NAME).read_text() == nginx.JS_FILE.read_text(), \
-        "the compose nginx's cache keys: run: cp nginx/reactions.js docker/"
-    assert f"js_import reactions from /etc/reactions/{nginx.JS_NAME};" in rendered
+    assert not (ROOT / "docker" / nginx.JS_NAME).exists(), "one reactions.js: nginx/, copied into the nginx image"
+    assert f"js_import reactions from {nginx.JS_IN_IMAGE};" in rendered
+    dockerfile = (ROOT / images.DOCKERFILES[images.NGINX_IMAGE]).read_text()
+    assert f"COPY nginx/{nginx.JS_NAME} {nginx.JS_IN_IMAGE}" in dockerfile
+    assert f"COPY dashboard {nginx.DASHBOARD_IN_CONTAINER}" in dockerfile
 
 
 def test_compose_file_parses_and_its_services_hang_together() -> None:
     topology, services = load(SHARDS_FILE), compose_file()["services"]
     for shard in topology.shards:
         pg = compose.pg_host(shard)
-        assert services[pg]["image"].startswith("postgres:")
+        assert services[pg]["image"] == images.POSTGRES_IMAGE
+        assert services[pg]["build"]["dockerfile"] == images.DOCKERFILES[images.POSTGRES_IMAGE]
         assert f"{pg}-data" in compose_file()["volumes"]
     for shard in topology.active_shards:
         for address in shard.writers:
@@ -65,16 +69,43 @@ def test_compose_file_parses_and_its_services_hang_together() -> None:
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
-    assert services["nginx"]["ports"] == ["8000:8000"]
-    assert f"./dashboard:{nginx.DASHBOARD_IN_CONTAINER}:ro" in services["nginx"]["volumes"]
+    assert services["nginx"]["ports"] == ["${REACTIONS_BIND:-127.0.0.1}:${PORT:-8000}:8000"]
     assert (ROOT / "dashboard" / "index.html").is_file()
     assert f"alias {nginx.DASHBOARD_IN_CONTAINER}/;" in (ROOT / "docker" / "nginx.conf").read_text()
     secrets = compose_file()["secrets"]
     for name, service in services.items():
         assert "POSTGRES_HOST_AUTH_METHOD" not in service.get("environment", {}), f"{name}: no trust"
         for secret in service.get("secrets", []):
-            assert (secret["source"] if isinstance(secret, dict) else secret) in secrets
+            # Outside swarm compose ignores uid, gid and mode: the images' entrypoints hand the file over.
+            assert isinstance(secret, str) and secret in secrets, f"{name}: {secret}"
     assert "/etc/reactions/nginx.conf" in services["nginx"]["command"]
+
+
+def test_every_service_has_a_fixed_address_that_every_container_knows() -> None:
+    document = compose_file()
+    subnet = document["networks"][compose.NETWORK]["ipam"]["config"][0]["subnet"]
+    assert subnet == "${REACTIONS_NET:-10.213.47}.0/24"
+    fixed = {name: s["networks"][compose.NETWORK]["ipv4_address"] for name, s in document["services"].items()}
+    assert len(set(fixed.values())) == len(fixed), "one address per service"
+    hosts = sorted(f"{name}:{address}" for name, address in fixed.items())
+    for name, service in document["services"].items():
+        # nginx resolves its upstreams once, at start: from /etc/hosts, whether they run yet or not.
+        assert sorted(service["extra_hosts"]) == hosts, name
+
+
+def test_adding_a_shard_keeps_every_address() -> None:
+    topology = load(SHARDS_FILE)
+    grown = Topology(shards=(*topology.shards, Shard("d", ("writer-d:8080",), "postgresql://postgres@pg-d:5432/r")),
+                     aggregators=(*topology.aggregators, "aggregator-3:8080"))
+    before, after = compose.addresses(topology), compose.addresses(grown)
+    assert {name: after[name] for name in before} == before
+    assert len(set(after.values())) == len(after)
+
+
+def test_secrets_stay_out_of_git_and_of_build_contexts() -> None:
+    assert "docker/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "docker/wheelhouse/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "docker/secrets" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
 def test_compose_rejects_a_dsn_without_a_host() -> None:
@@ -91,7 +122,7 @@ def test_the_compose_nginx_config_passes_nginx_t() -> None:
     assert len(hosts) == len(load(SHARDS_FILE).active_shards) + len(load(SHARDS_FILE).aggregators)
     for host in hosts:  # nothing resolves compose service names here
         text = text.replace(f"server {host}:8080", f"server 127.0.0.1:{free_port()}")
-    text = text.replace(f"/etc/reactions/{nginx.JS_NAME}", str(ROOT / "docker" / nginx.JS_NAME))
+    text = text.replace(nginx.JS_IN_IMAGE, str(nginx.JS_FILE))
     text = text.replace("/var/cache/nginx", str(runtime)).replace("listen 8000;", f"listen 127.0.0.1:{free_port()};")
     conf = runtime / "nginx.conf"
     conf.write_text(text)
@@ -99,7 +130,8 @@ def test_the_compose_nginx_config_passes_nginx_t() -> None:
 
 
 def dockerfile_cmd() -> list[str]:
-    cmd = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    dockerfile = ROOT / images.DOCKERFILES[images.SERVICE_IMAGE]
+    cmd = next(line for line in dockerfile.read_text().splitlines() if line.startswith("CMD "))
     return json.loads(cmd[4:])
 
 

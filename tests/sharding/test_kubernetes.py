@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sharding import kubernetes, nginx
+from sharding import compose, images, kubernetes, nginx
 from sharding.config import load
 from sharding.local.processes import free_port
 from tests.support.tmpdirs import world_traversable_tmpdir
@@ -67,7 +67,7 @@ def test_each_shard_has_its_database_with_a_claim_and_its_writers() -> None:
         assert pg["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
         assert kubernetes.pg_host(shard) in services
         env = {e["name"]: e["value"] for e in containers(pg)[0]["env"]}
-        assert "scram-sha-256" in env["POSTGRES_INITDB_ARGS"] and env["POSTGRES_PASSWORD_FILE"]
+        assert env["POSTGRES_PASSWORD_FILE"]
     for shard in topology.active_shards:
         for address in shard.writers:
             name, port = address.split(":")
@@ -98,10 +98,29 @@ def test_the_nginx_config_map_passes_nginx_t() -> None:
     runtime = world_traversable_tmpdir("reactions-kube-nginx-")
     for host in sorted(set(re.findall(r"server ([a-z0-9-]+):8080", text))):  # nothing resolves Service names here
         text = text.replace(f"server {host}:8080", f"server 127.0.0.1:{free_port()}")
-    text = text.replace(f"{kubernetes.NGINX_CONF_DIR}/{nginx.JS_NAME}", str(nginx.JS_FILE))
-    assert by_kind("ConfigMap")["reactions-nginx"]["data"][nginx.JS_NAME] == nginx.JS_FILE.read_text()
+    text = text.replace(nginx.JS_IN_IMAGE, str(nginx.JS_FILE))  # the nginx image's copy of it
     text = text.replace("/var/cache/nginx", str(runtime)).replace("listen 8000;", f"listen 127.0.0.1:{free_port()};")
     conf = runtime / "nginx.conf"
     conf.write_text(text)
     nginx.check(conf, runtime)
     assert "server aggregator:8080" in by_kind("ConfigMap")["reactions-nginx"]["data"]["nginx.conf"]
+
+
+def test_the_images_are_composes_and_run_unprivileged() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    compose_images = {s["image"] for s in services.values()}
+    pods = [o["spec"]["template"]["spec"] for o in objects() if o["kind"] in ("Deployment", "StatefulSet")]
+    assert {c["image"] for pod in pods for c in pod["containers"]} == compose_images
+    for pod in pods:
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] and context["runAsUser"] > 0 and context["fsGroup"] == context["runAsGroup"]
+    for pg in by_kind("StatefulSet").values():
+        # PostgreSQL's volume claim belongs to its unprivileged user's group.
+        assert pg["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == images.POSTGRES_UID
+        env = {e["name"]: e["value"] for e in containers(pg)[0]["env"]}
+        shard = next(s for s in load(SHARDS_FILE).shards if kubernetes.pg_host(s) == pg["metadata"]["name"])
+        assert env == images.postgres_env(shard, f"{kubernetes.SECRET_DIR}/password")
+    for name, deployment in by_kind("Deployment").items():
+        if name != "nginx":  # the entrypoint copies the passfile: args, never command
+            assert "command" not in containers(deployment)[0] and containers(deployment)[0]["args"][0] == "python"
+    assert compose.pg_host is kubernetes.pg_host
