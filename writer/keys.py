@@ -10,6 +10,7 @@ from writer.gate import ListenGate
 from writer.health import DatabaseHealth
 from writer.metrics import WriterMetrics
 from writer.settings import Settings
+from writer.settle import Clocks
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -17,3 +18,4 @@ COMMITTER: web.AppKey[Committer] = web.AppKey("committer")
 METRICS = web.AppKey("metrics", WriterMetrics)
 GATE = web.AppKey("gate", ListenGate)
 HEALTH = web.AppKey("health", DatabaseHealth)
+CLOCKS = web.AppKey("clocks", Clocks)
