@@ -20,7 +20,7 @@ from common import partitions
 from common.events import Event, Reaction
 from common.hours import hour_of, now_ms
 from common.pg import HeldConnections, WaitBounds
-from common.schema import LATE_COMMIT_SQLSTATE
+from common.schema import LATE_COMMIT_SQLSTATE, SCHEMA_VERSION, migrate
 from tests.support.shard_db import fetchval
 from tests.support.writer_db import WriterClient, stored_events
 from writer import db, settle
@@ -154,3 +154,18 @@ async def test_readyz_reports_the_skew_and_stays_ready_when_it_is_off(writer_cli
     assert body.startswith("ready\n")
     assert re.search(r"clock skew: nginx -(2\.9|3\.0)\d* s", body), body
     assert "OFF by more than the 0.5 s margin (nginx)" in body
+
+
+async def test_a_shard_of_schema_4_gets_the_commit_guard(shard_dsn: str) -> None:
+    conn = await asyncpg.connect(shard_dsn)
+    try:
+        await conn.execute("DROP TABLE commit_guard; DROP FUNCTION reactions_commit_guard();"
+                           " UPDATE schema_info SET version = 4")
+        await migrate(conn)
+        assert await conn.fetchval("SELECT version FROM schema_info") == SCHEMA_VERSION
+        await migrate(conn)  # again, as every writer does at start: nothing changes
+        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname = 'commit_deadline'") == 1
+    finally:
+        await conn.close()
+    with pytest.raises(TooLate):
+        await commit(shard_dsn, clicks(1), time.time() - 0.001)
