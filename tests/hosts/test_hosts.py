@@ -290,12 +290,15 @@ async def test_a_write_retransmitted_after_a_partition_heals_is_never_counted(ho
                 break
             assert late is not None, "nginx sent no write into the partition"
             await asyncio.sleep(HEAL_AFTER_UNKNOWN_S)
+        healed = time.monotonic()
         expected = (len(acknowledged), len(acknowledged), 0)
         await asyncio.sleep(max(0.0, answered + SETTLE_BOUND_S - time.monotonic()))
         at_settle = await counts(session, hosts.base, ts)
         await wait_until(lambda: refused_later(session, victim.writer, refused_before),
                          "the writer gets the retransmitted write after the heal, and refuses it as late",
                          RETRANSMITTED_S, poll_s=0.2)
+        print(f"\nunknown answer, heal +{healed - answered:.1f}s, retransmitted and refused as late"
+              f" +{time.monotonic() - answered:.1f}s; counts at +{SETTLE_BOUND_S:g}s: {at_settle}")
         await asyncio.sleep(STALENESS_BOUND_S)  # a commit at the retransmission would show by now
         final = await counts(session, hosts.base, ts)
     assert at_settle == final == expected, (at_settle, final, expected)
