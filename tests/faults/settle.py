@@ -3,9 +3,9 @@
 ``SettleWatch`` polls every shard's raw log for the events of the load that
 got an ambiguous answer (504 unknown, or none) and notes when the number of
 rows of each changed. A change after an ambiguous answer that no later
-attempt of the same event explains (no retry had been sent yet) is that
-attempt arriving late: its distance from the answer is how long the unknown
-took to settle. ``SettleReport`` keeps the longest, per phase. Its
+attempt of the same event explains (no retry had been sent yet, or the
+event had been acknowledged a poll before) is that attempt arriving late:
+its distance from the answer is how long the unknown took to settle. ``SettleReport`` keeps the longest, per phase. Its
 resolution is one poll (POLL_S): a row that came within a poll of its
 ambiguous answer counts as stored by then.
 """
@@ -105,11 +105,18 @@ class SettleWatch:
             for answered in sent.ambiguous_at:
                 retries = [t for t in sent.attempted_at if t > answered]
                 for seen_at, _ in self.changes.get(sent.key, [])[1:]:
-                    if seen_at > answered and not any(t < seen_at for t in retries):
+                    if seen_at > answered and not explained(sent, retries, seen_at):
                         out.late_changes += 1
                         if seen_at - answered > out.settled_s:
                             out.settled_s, out.worst = seen_at - answered, f"{sent.key} ({sent.user})"
         return out
+
+
+def explained(sent: Sent, retries: list[float], seen_at: float) -> bool:
+    """Whether a retry may have stored the row seen at ``seen_at``: one had left, and none was acknowledged
+    a poll or more before (an acknowledged retry's row is there by its 204)."""
+    acked_long_before = sent.acked_at is not None and seen_at > sent.acked_at + POLL_S
+    return not acked_long_before and any(t < seen_at for t in retries)
 
 
 @contextlib.asynccontextmanager
