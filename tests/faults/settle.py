@@ -7,7 +7,10 @@ attempt of the same event explains (no retry had been sent yet, or the
 event had been acknowledged a poll before) is that attempt arriving late:
 its distance from the answer is how long the unknown took to settle. ``SettleReport`` keeps the longest, per phase. Its
 resolution is one poll (POLL_S): a row that came within a poll of its
-ambiguous answer counts as stored by then.
+ambiguous answer counts as stored by then. A shard that does not answer (down,
+cut off, frozen) is not seen meanwhile: what it holds when it answers again
+is taken as what it held at the answer, so its late commits, if any, are not
+measured here (the late-delivery tests force them instead).
 """
 
 from __future__ import annotations
@@ -55,31 +58,28 @@ class SettleReport:
 class SettleWatch:
     record: AuditRecord
     dsns: list[str]
-    changes: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # key: (seen at, rows)
+    # Per event key and shard: (seen at, rows), the first entry being what was there at its first answer.
+    changes: dict[tuple[str, str], list[tuple[float, int]]] = field(default_factory=dict)
 
     def watched(self) -> list[Sent]:
         return [s for s in self.record.events if s.ambiguous_at]
 
     async def poll(self) -> None:
+        """One look at every shard; a shard that does not answer keeps what was last seen of it."""
         events = self.watched()
         if not events:
             return
-        rows: dict[str, int] = {}
-        users, keys = [s.user for s in events], [s.key for s in events]
         for dsn in self.dsns:
             with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn = await asyncio.wait_for(asyncpg.connect(dsn), QUERY_TIMEOUT_S)
-                try:
-                    for row in await conn.fetch(ROWS, users, keys, timeout=QUERY_TIMEOUT_S):
-                        rows[row["id"]] = rows.get(row["id"], 0) + row["rows"]
-                finally:
-                    conn.terminate()
+                self.note(dsn, events, await shard_rows(dsn, events))
+
+    def note(self, dsn: str, events: list[Sent], rows: dict[str, int]) -> None:
         now = time.monotonic()
         for sent in events:
             count = rows.get(f"{sent.user} {sent.key}", 0)
-            seen = self.changes.get(sent.key)
-            if seen is None:  # first seen: what was stored by its first ambiguous answer (to one poll)
-                self.changes[sent.key] = [(sent.ambiguous_at[0], count)]
+            seen = self.changes.get((sent.key, dsn))
+            if seen is None:  # first seen: what the shard held at its first ambiguous answer (to one poll)
+                self.changes[(sent.key, dsn)] = [(sent.ambiguous_at[0], count)]
             elif seen[-1][1] != count:
                 seen.append((now, count))
 
@@ -104,12 +104,23 @@ class SettleWatch:
             out.unknown_answers += len(sent.ambiguous_at)
             for answered in sent.ambiguous_at:
                 retries = [t for t in sent.attempted_at if t > answered]
-                for seen_at, _ in self.changes.get(sent.key, [])[1:]:
+                seen = [c for dsn in self.dsns for c in self.changes.get((sent.key, dsn), [])[1:]]
+                for seen_at, _ in seen:
                     if seen_at > answered and not explained(sent, retries, seen_at):
                         out.late_changes += 1
                         if seen_at - answered > out.settled_s:
                             out.settled_s, out.worst = seen_at - answered, f"{sent.key} ({sent.user})"
         return out
+
+
+async def shard_rows(dsn: str, events: list[Sent]) -> dict[str, int]:
+    """Rows per "user key" of ``events`` in one shard's raw log."""
+    conn = await asyncio.wait_for(asyncpg.connect(dsn), QUERY_TIMEOUT_S)
+    try:
+        found = await conn.fetch(ROWS, [s.user for s in events], [s.key for s in events], timeout=QUERY_TIMEOUT_S)
+    finally:
+        conn.terminate()
+    return {row["id"]: row["rows"] for row in found}
 
 
 def explained(sent: Sent, retries: list[float], seen_at: float) -> bool:

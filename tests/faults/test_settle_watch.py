@@ -11,8 +11,8 @@ def watch_of(attempts: list[float], ambiguous: list[float], changes: list[tuple[
     record = AuditRecord("p-")
     sent = record.new_event(0, "p-u1", "click")
     sent.attempted_at, sent.ambiguous_at, sent.acked_at = attempts, ambiguous, acked_at
-    watch = SettleWatch(record, [])
-    watch.changes[sent.key] = changes
+    watch = SettleWatch(record, ["shard-a"])
+    watch.changes[(sent.key, "shard-a")] = changes
     return watch
 
 
@@ -39,3 +39,16 @@ def test_a_second_row_on_another_shard_after_the_retry_was_acknowledged_is_late(
     assert report.late_changes == 1 and abs(report.settled_s - 7.8) < 1e-9
     report = watch_of([10.0, 12.3], [12.2], [(12.2, 0), (12.5, 1)], acked_at=12.4).report()
     assert report.late_changes == 0  # the acknowledged retry's own row
+
+
+def test_a_shard_that_does_not_answer_keeps_what_was_last_seen_of_it() -> None:
+    record = AuditRecord("p-")
+    sent = record.new_event(0, "p-u1", "click")
+    sent.attempted_at, sent.ambiguous_at = [10.0], [11.0]
+    watch = SettleWatch(record, ["a", "b"])
+    watch.note("a", [sent], {})
+    watch.note("b", [sent], {f"{sent.user} {sent.key}": 1})  # b answers only now, holding the row
+    watch.note("a", [sent], {})
+    assert watch.report().late_changes == 0
+    watch.note("a", [sent], {f"{sent.user} {sent.key}": 1})  # a second row, on a, with no retry: late
+    assert watch.report().late_changes == 1
