@@ -2,10 +2,12 @@
 
 ``SettleWatch`` polls every shard's raw log for the events of the load that
 got an ambiguous answer (504 unknown, or none) and notes when the number of
-rows of each changed. A change after an ambiguous answer that no later
-attempt of the same event explains (no retry had been sent yet, or the
-event had been acknowledged a poll before) is that attempt arriving late:
-its distance from the answer is how long the unknown took to settle. ``SettleReport`` keeps the longest, per phase. Its
+rows of each changed, between the start of the last poll that saw them as
+before and the end of the one that saw them changed. A change after an
+ambiguous answer that no later attempt of the same event explains (no retry
+had been sent yet, or the event was acknowledged while the rows were still
+as before) is that attempt arriving late: its distance from the answer is
+how long the unknown took to settle. ``SettleReport`` keeps the longest, per phase. Its
 resolution is one poll (POLL_S): a row that came within a poll of its
 ambiguous answer counts as stored by then. A shard that does not answer (down,
 cut off, frozen) is not seen meanwhile: what it holds when it answers again
@@ -55,11 +57,20 @@ class SettleReport:
 
 
 @dataclass
+class Change:
+    """A shard's rows of one event changed: still as before at ``absent_at``, changed by ``seen_at``."""
+
+    absent_at: float
+    seen_at: float
+
+
+@dataclass
 class SettleWatch:
     record: AuditRecord
     dsns: list[str]
-    # Per event key and shard: (seen at, rows), the first entry being what was there at its first answer.
-    changes: dict[tuple[str, str], list[tuple[float, int]]] = field(default_factory=dict)
+    # Per event key and shard: the start of the last poll that saw its rows, and how many.
+    last: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    changes: dict[str, list[Change]] = field(default_factory=dict)
 
     def watched(self) -> list[Sent]:
         return [s for s in self.record.events if s.ambiguous_at]
@@ -70,18 +81,19 @@ class SettleWatch:
         if not events:
             return
         for dsn in self.dsns:
+            started = time.monotonic()
             with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                self.note(dsn, events, await shard_rows(dsn, events))
+                self.note(dsn, events, await shard_rows(dsn, events), started, time.monotonic())
 
-    def note(self, dsn: str, events: list[Sent], rows: dict[str, int]) -> None:
-        now = time.monotonic()
+    def note(self, dsn: str, events: list[Sent], rows: dict[str, int], started: float, ended: float) -> None:
+        """A poll's rows: it read a snapshot taken between ``started`` and ``ended``."""
         for sent in events:
             count = rows.get(f"{sent.user} {sent.key}", 0)
-            seen = self.changes.get((sent.key, dsn))
-            if seen is None:  # first seen: what the shard held at its first ambiguous answer (to one poll)
-                self.changes[(sent.key, dsn)] = [(sent.ambiguous_at[0], count)]
-            elif seen[-1][1] != count:
-                seen.append((now, count))
+            last = self.last.get((sent.key, dsn))
+            if last is not None and last[1] != count:
+                self.changes.setdefault(sent.key, []).append(Change(absent_at=last[0], seen_at=ended))
+            # First seen: what the shard held at the first ambiguous answer (to one poll).
+            self.last[(sent.key, dsn)] = (started if last is not None else sent.ambiguous_at[0], count)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -103,13 +115,11 @@ class SettleWatch:
         for sent in self.watched():
             out.unknown_answers += len(sent.ambiguous_at)
             for answered in sent.ambiguous_at:
-                retries = [t for t in sent.attempted_at if t > answered]
-                seen = [c for dsn in self.dsns for c in self.changes.get((sent.key, dsn), [])[1:]]
-                for seen_at, _ in seen:
-                    if seen_at > answered and not explained(sent, retries, seen_at):
+                for change in self.changes.get(sent.key, []):
+                    if change.absent_at > answered and not explained(sent, answered, change):
                         out.late_changes += 1
-                        if seen_at - answered > out.settled_s:
-                            out.settled_s, out.worst = seen_at - answered, f"{sent.key} ({sent.user})"
+                        if change.seen_at - answered > out.settled_s:
+                            out.settled_s, out.worst = change.seen_at - answered, f"{sent.key} ({sent.user})"
         return out
 
 
@@ -123,11 +133,12 @@ async def shard_rows(dsn: str, events: list[Sent]) -> dict[str, int]:
     return {row["id"]: row["rows"] for row in found}
 
 
-def explained(sent: Sent, retries: list[float], seen_at: float) -> bool:
-    """Whether a retry may have stored the row seen at ``seen_at``: one had left, and none was acknowledged
-    a poll or more before (an acknowledged retry's row is there by its 204)."""
-    acked_long_before = sent.acked_at is not None and seen_at > sent.acked_at + POLL_S
-    return not acked_long_before and any(t < seen_at for t in retries)
+def explained(sent: Sent, answered: float, change: Change) -> bool:
+    """Whether a retry after ``answered`` may have made ``change``: one had left by the time the change was
+    seen, and the event was not acknowledged while the rows were still as before (an acknowledged retry's row
+    is there by its 204)."""
+    acked_before = sent.acked_at is not None and sent.acked_at < change.absent_at
+    return not acked_before and any(answered < t < change.seen_at for t in sent.attempted_at)
 
 
 @contextlib.asynccontextmanager
