@@ -18,7 +18,8 @@ from tests.faults.scenario import run_scenario
 async def test_fault_under_load_loses_nothing_and_serves_nothing_wrong(cluster: LocalCluster, name: str) -> None:
     outcome = await run_scenario(cluster, name, FAULTS[name])
     report = outcome.report
-    print(f"\n{report.line()}\n  notes: {outcome.notes}\n  posts: {dict(report.posts)}\n  reads: {dict(report.reads)}")
+    print(f"\n{report.line()}\n  notes: {outcome.notes}\n  posts: {dict(report.posts)}\n  reads: {dict(report.reads)}"
+          f"\n  settle: {outcome.settle.line()}")
     assert outcome.fault_error is None, outcome.fault_error
     assert_clean(report)
     assert report.acknowledged > 0 and report.counted >= report.acknowledged
