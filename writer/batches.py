@@ -90,12 +90,16 @@ class Dispatcher:
     async def commit(self, request: Request, batch: Batch) -> list[PartResult]:
         return await self._place(request, batch, list(range(len(batch.reactions))), frozenset())
 
-    def split(self, batch: Batch, indexes: list[int], down: frozenset[str]) -> dict[str, list[int]]:
-        """Event indexes by the writer they go to (HERE for this writer's shard); LookupError if all are down."""
+    def split(self, batch: Batch, indexes: list[int], down: frozenset[str],
+              strict: bool = False) -> dict[str, list[int]]:
+        """Event indexes by the writer they go to (HERE for this writer's shard); LookupError if all are down.
+
+        Strict placement ignores which writers are known to be down: every event goes to its ring writer.
+        """
         placement = self._topology.placement
         if placement is None:
             return {HERE: indexes}
-        down = down | self._topology.down()
+        down = frozenset() if strict else down | self._topology.down()
         groups: dict[str, list[int]] = defaultdict(list)
         for i in indexes:
             writer = placement.writer(batch.reactions[i].username, down)
@@ -105,7 +109,7 @@ class Dispatcher:
     async def _place(self, request: Request, batch: Batch, indexes: list[int],
                      down: frozenset[str]) -> list[PartResult]:
         try:
-            groups = self.split(batch, indexes, down)
+            groups = self.split(batch, indexes, down, request.strict)
         except LookupError:
             return [PartResult("", len(indexes), Outcome.NOT_STORED, reason="no writer is up")]
         sent = await asyncio.gather(*(self._send(request, batch, writer, group, down)
