@@ -8,6 +8,9 @@ from common.settings import SettingsError, env_bool, env_float, env_int, env_str
 
 # Below this, a healthy database on a busy machine would miss its bounds.
 MIN_WAIT_MS = 1.0
+# A part sent to another writer waits this much beyond that writer's own bound
+# for a part (acquire + commit) before its outcome is unknown.
+FORWARD_MARGIN_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,10 @@ class Settings:
     # A part sent to another shard's writer: its connect (a refused or timed
     # out connect is "not sent": the part moves on along the ring, as nginx
     # moves a POST) and its answer, above that writer's own acquire + commit
-    # bounds and below nginx's 2.2 s read timeout.
+    # bounds (by FORWARD_MARGIN_S unless set: 1.8 s by default) and below
+    # nginx's 2.2 s read timeout.
     batch_connect_timeout_s: float = 0.3
-    batch_forward_timeout_s: float = 1.8
+    batch_forward_timeout_ms: float | None = None
     # The (key, part) records of committed batch parts are kept this long,
     # whatever the raw log's retention: a retry later than this may count twice.
     batch_key_retention_days: int = 7
@@ -96,6 +100,12 @@ class Settings:
     def part_bound_s(self) -> float:
         """The longest one batch part's commit on this writer takes to be answered."""
         return self.acquire_timeout_s + self.commit_timeout_s
+
+    @property
+    def batch_forward_timeout_s(self) -> float:
+        if self.batch_forward_timeout_ms is not None:
+            return self.batch_forward_timeout_ms / 1000
+        return self.part_bound_s + FORWARD_MARGIN_S
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -127,7 +137,7 @@ class Settings:
             batch_post_max_bytes=env_int("REACTIONS_BATCH_POST_MAX_BYTES", cls.batch_post_max_bytes, minimum=1),
             batch_body_timeout_s=ms("REACTIONS_BATCH_BODY_TIMEOUT_MS", cls.batch_body_timeout_s),
             batch_connect_timeout_s=ms("REACTIONS_BATCH_CONNECT_TIMEOUT_MS", cls.batch_connect_timeout_s),
-            batch_forward_timeout_s=ms("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", cls.batch_forward_timeout_s),
+            batch_forward_timeout_ms=env_float("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", 0.0) or None,
             batch_key_retention_days=env_int("REACTIONS_BATCH_KEY_RETENTION_DAYS", cls.batch_key_retention_days,
                                              minimum=1),
         )
