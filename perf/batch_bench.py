@@ -40,6 +40,8 @@ import asyncpg
 
 from common.hours import MS_PER_HOUR, now_ms
 from perf.procs import ComponentCpu
+from perf.report import batch_summary
+from perf.results import BatchRun
 from perf.stacks import local_cluster
 from perf.wrk import POST_SCRIPT, run_wrk
 from sharding.config import load
@@ -69,34 +71,6 @@ class Body:
     users: frozenset[str]
     clicks: int
     impressions: int
-
-
-@dataclass
-class BatchRun:
-    """What one batch run measured."""
-
-    events_per_batch: int
-    concurrency: int
-    seconds: float
-    batches: int  # answered 200
-    events_per_s: float  # durable events (200 answers' stored) per second
-    p50_ms: float
-    p99_ms: float
-    errors: dict[str, int]  # status (or exception) -> count
-    generator_cores: float
-    copy_rows_per_s: float
-    single_post_per_s: float | None  # the single-POST path's events/s in the same run
-    exact: bool  # the audit: the hour's GET equals what the 200s acknowledged
-    audit: str
-    components: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ratio_to_copy(self) -> float:
-        return self.events_per_s / self.copy_rows_per_s if self.copy_rows_per_s else 0.0
-
-    @property
-    def ratio_to_single(self) -> float | None:
-        return self.events_per_s / self.single_post_per_s if self.single_post_per_s else None
 
 
 def make_bodies(plan: BatchPlan, ts0: int, tag: str) -> list[Body]:
@@ -172,9 +146,19 @@ async def audit(session: aiohttp.ClientSession, url: str, ts: int, tally: Tally)
     return exact, f"acknowledged {expected} (users, clicks, impressions), counted {seen}{doubt}"
 
 
-async def batches(url: str, plan: BatchPlan, cpu: ComponentCpu | None) -> tuple[Tally, float, float,
-                                                                                 dict[str, float], tuple[bool, str]]:
-    hour = now_ms() // MS_PER_HOUR - random.randrange(48, 500)  # an hour no one else writes to, within the raw retention
+@dataclass(frozen=True)
+class Loaded:
+    tally: Tally
+    elapsed: float
+    generator_cores: float
+    components: dict[str, float]
+    exact: bool
+    audit: str
+
+
+async def batches(url: str, plan: BatchPlan, cpu: ComponentCpu | None) -> Loaded:
+    # An hour no one else writes to, within the raw log's retention.
+    hour = now_ms() // MS_PER_HOUR - random.randrange(48, 500)
     ts0 = hour * MS_PER_HOUR + 1
     bodies = make_bodies(plan, ts0, uuid.uuid4().hex[:8])
     tally = Tally()
@@ -195,10 +179,10 @@ async def batches(url: str, plan: BatchPlan, cpu: ComponentCpu | None) -> tuple[
         elapsed = time.monotonic() - t0
         generator = (time.process_time() - cpu_started) / elapsed
         components = cpu.stop(generator) if cpu else {}
-        result = await audit(session, url, ts0, tally)
+        exact, audit_text = await audit(session, url, ts0, tally)
     tally.stored -= warm_stored
     del tally.acknowledged[:warm_acknowledged]
-    return tally, elapsed, generator, components, result
+    return Loaded(tally, elapsed, generator, components, exact, audit_text)
 
 
 async def copy_limit(dsn: str, passfile: Path | None, plan: BatchPlan, rows: list[tuple[int, int, str, int]]) -> float:
@@ -241,8 +225,8 @@ def copy_rows(body: Body) -> list[tuple[int, int, str, int]]:
 def run_batch_bench(url: str, cluster: LocalCluster, plan: BatchPlan, components: dict[str, list[int]],
                     single_post_per_s: float | None = None) -> BatchRun:
     """The batch scenario, its COPY limit and (unless given) the single-POST baseline, on ``cluster``."""
-    tally, elapsed, generator, used, (exact, audit_text) = asyncio.run(
-        batches(url, plan, ComponentCpu(components) if components else None))
+    loaded = asyncio.run(batches(url, plan, ComponentCpu(components) if components else None))
+    tally, elapsed = loaded.tally, loaded.elapsed
     if single_post_per_s is None:
         single_post_per_s = run_wrk(url, POST_SCRIPT % {"users": WRK_USERS}, seconds=plan.seconds,
                                     connections=32).requests_per_s
@@ -254,23 +238,9 @@ def run_batch_bench(url: str, cluster: LocalCluster, plan: BatchPlan, components
         events_per_batch=plan.events, concurrency=plan.concurrency, seconds=round(elapsed, 2),
         batches=len(tally.acknowledged), events_per_s=tally.stored / elapsed,
         p50_ms=statistics.median(latencies), p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        errors=dict(tally.errors), generator_cores=round(generator, 3), copy_rows_per_s=copy_rate,
-        single_post_per_s=single_post_per_s, exact=exact, audit=audit_text,
-        components={k: round(v, 3) for k, v in used.items()})
-
-
-def summary(run: BatchRun) -> list[str]:
-    single = f"{run.ratio_to_single:.1f}x the single-POST path ({run.single_post_per_s:,.0f} events/s)" \
-        if run.ratio_to_single is not None else "single-POST path not measured"
-    return [
-        f"batches of {run.events_per_batch} events, {run.concurrency} client loops, {run.seconds:g} s: "
-        f"{run.events_per_s:,.0f} durable events/s ({run.batches} batches answered 200), "
-        f"p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, errors {run.errors or 'none'}",
-        f"{single}; COPY into one table: {run.copy_rows_per_s:,.0f} rows/s, batches at "
-        f"{run.ratio_to_copy:.2f}x of it",
-        f"load generator {run.generator_cores:.2f} cores; audit: {'exact' if run.exact else 'NOT exact'} "
-        f"({run.audit})",
-    ]
+        errors=dict(tally.errors), generator_cores=round(loaded.generator_cores, 3), copy_rows_per_s=copy_rate,
+        single_post_per_s=single_post_per_s, exact=loaded.exact, audit=loaded.audit,
+        components={k: round(v, 3) for k, v in loaded.components.items()})
 
 
 def main() -> None:
@@ -286,7 +256,7 @@ def main() -> None:
     with local_cluster(work, args.shards, 1, {}) as (cluster, stack):
         run = run_batch_bench(stack.url, cluster, plan, stack.components)
     shutil.rmtree(work, ignore_errors=True)
-    for line in summary(run):
+    for line in batch_summary(run):
         print(line)
     sys.exit(0 if run.exact else 1)
 
