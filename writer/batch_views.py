@@ -22,7 +22,7 @@ from writer.batch_db import Part, PartCommitted
 from writer.batcher import NotStored, OutcomeUnknown
 from writer.batches import SENT_HEADER, Outcome, PartResult, Request
 from writer.db import CannotWrite
-from writer.keys import DISPATCHER, HEALTH, METRICS, POOL, SETTINGS
+from writer.keys import BATCH_POOL, DISPATCHER, HEALTH, METRICS, SETTINGS
 from writer.part_wire import DIGEST_HEADER, decode_part
 from writer.views import OUTCOME_HEADER, RETRY_AFTER_S, unavailable
 
@@ -137,7 +137,7 @@ async def commit_here(app: web.Application, request: Request, part: Part) -> Par
     if not health.up:
         raise NotStored(f"the shard's database is unavailable ({health.down_reason}); retry")
     try:
-        committed = await batch_db.commit_part(app[POOL], settings.bounds, request.key, request.digest, part,
+        committed = await batch_db.commit_part(app[BATCH_POOL], settings.bounds, request.key, request.digest, part,
                                                current_hour(), request.deadline)
     except OutcomeUnknown as exc:
         health.commit_outcome_unknown(str(exc))

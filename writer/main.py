@@ -25,7 +25,7 @@ from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitte
 from writer.batches import Dispatcher, Request
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
-from writer.keys import COMMITTER, DISPATCHER, GATE, HEALTH, METRICS, POOL, SETTINGS
+from writer.keys import BATCH_POOL, COMMITTER, DISPATCHER, GATE, HEALTH, METRICS, POOL, SETTINGS
 from writer.metrics import WriterMetrics
 from writer.routes import dispatcher
 from writer.settings import Settings
@@ -121,6 +121,9 @@ async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.shards_file or settings.shards_url else None
     topology = WriterTopology(source, settings.dsn)
     await topology.open()
+    # A pool of their own (lazy): batch parts never starve the flushers or the heartbeat of connections.
+    app[BATCH_POOL] = pool = await db.open_pool(settings.dsn, min_size=0, max_size=settings.batch_pool_size,
+                                                bounds=settings.bounds)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
                                     auto_decompress=False)
 
@@ -135,6 +138,7 @@ async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await session.close()
         await topology.close()
+        await close_pool(pool)
 
 
 def make_committer(app: web.Application, connections: HeldConnections) -> Committer:

@@ -70,6 +70,9 @@ class Settings:
     # client_max_body_size for the batch location is the same 1 MiB).
     batch_post_max_events: int = 10_000
     batch_post_max_bytes: int = 1024 * 1024
+    # Batch parts committed at once on this shard, each on a connection of a
+    # pool of their own (a part beyond them waits REACTIONS_ACQUIRE_TIMEOUT_MS).
+    batch_pool_size: int = 4
     # A batch's body must arrive within this (nginx sends it whole at once).
     batch_body_timeout_s: float = 10.0
     # A part sent to another shard's writer: its connect (a refused or timed
@@ -135,6 +138,7 @@ class Settings:
             topology_poll_s=ms("REACTIONS_TOPOLOGY_POLL_MS", cls.topology_poll_s),
             batch_post_max_events=env_int("REACTIONS_BATCH_POST_MAX_EVENTS", cls.batch_post_max_events, minimum=1),
             batch_post_max_bytes=env_int("REACTIONS_BATCH_POST_MAX_BYTES", cls.batch_post_max_bytes, minimum=1),
+            batch_pool_size=env_int("REACTIONS_BATCH_POOL_SIZE", cls.batch_pool_size, minimum=1),
             batch_body_timeout_s=ms("REACTIONS_BATCH_BODY_TIMEOUT_MS", cls.batch_body_timeout_s),
             batch_connect_timeout_s=ms("REACTIONS_BATCH_CONNECT_TIMEOUT_MS", cls.batch_connect_timeout_s),
             batch_forward_timeout_ms=env_float("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", 0.0) or None,

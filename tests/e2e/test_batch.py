@@ -39,7 +39,8 @@ async def post_batch(session: aiohttp.ClientSession, base: str, body: str | io.B
     headers = {"Content-Type": "text/csv", "Idempotency-Key": key}
     if strict:
         headers["X-Reactions-Placement"] = "strict"
-    async with session.post(f"{base}/analytics/batch", data=body.encode() if isinstance(body, str) else body, headers=headers) as resp:
+    data = body.encode() if isinstance(body, str) else body
+    async with session.post(f"{base}/analytics/batch", data=data, headers=headers) as resp:
         return resp.status, await resp.text(), dict(resp.headers)
 
 
