@@ -58,8 +58,9 @@ async def test_each_event_lands_where_a_single_post_of_its_user_does(cluster: Lo
     users = unique_users(40, "batch") + [f"{uuid.uuid4().hex[:6]}{name}" for name in AWKWARD]
     body = "timestamp,user,event\r\n" + "".join(csv_line(ts, u, "click") for u in users) \
         + "".join(csv_line(ts, u, "impression") for u in users[:10])
+    key = f"k-{uuid.uuid4()}"
     async with aiohttp.ClientSession() as session:
-        status, text, _ = await post_batch(session, base, body, f"k-{uuid.uuid4()}")
+        status, text, _ = await post_batch(session, base, body, key)
         assert (status, text) == (200, f"events,{len(users) + 10}\nstored,{len(users) + 10}\nalready_present,0\n")
         await wait_counts(session, base, ts, (len(users), len(users), 10))
         held = await shards_holding(cluster, users)
@@ -71,6 +72,15 @@ async def test_each_event_lands_where_a_single_post_of_its_user_does(cluster: Lo
                                        f"&event=click") == 204
         await wait_counts(session, base, ts_single, (len(users), len(users), 0))
         assert await shards_holding(cluster, users) == held
+    # Each shard recorded the (key, part) it committed: its own users' events, nothing else.
+    for shard in topology(cluster).shards:
+        mine = [u for u in users if held[u] == {shard.name}]
+        conn = await asyncpg.connect(shard.dsn)
+        try:
+            rows = await conn.fetch("SELECT events FROM batch_parts WHERE idem_key = $1", key)
+        finally:
+            await conn.close()
+        assert [r["events"] for r in rows] == [len(mine) + len([u for u in mine if u in users[:10]])]
 
 
 async def test_a_one_event_batch_equals_a_single_post(cluster: LocalCluster) -> None:
