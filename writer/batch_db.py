@@ -34,7 +34,7 @@ from common import partitions
 from common.pg import WaitBounds, is_connection_error, release, terminate
 from common.schema import LATE_WRITES_CHANNEL
 from writer.batcher import NotStored, OutcomeUnknown
-from writer.db import CANNOT_WRITE_SQLSTATES, NO_PARTITION_SQLSTATE, CannotWrite, MissingPartition, _add_partitions
+from writer.db import MissingPartition, add_partitions, refusal
 
 # The class of the two-int advisory locks a part takes on its key (another
 # lock space than the migration's one-bigint lock).
@@ -182,7 +182,7 @@ async def commit_part(pool: asyncpg.Pool, bounds: WaitBounds, key: str, digest: 
         try:
             result = await bounded_once(conn, bounds, key, digest, part, current_hour, deadline)
         except MissingPartition:  # rolled back: the connection makes the partitions, then the part again
-            await _add_partitions(conn, bounds, {partitions.day_of_hour(h) for h in set(part.hours)})
+            await add_partitions(conn, bounds, {partitions.day_of_hour(h) for h in set(part.hours)})
             result = await bounded_once(conn, bounds, key, digest, part, current_hour, deadline)
         reusable = True
         return result
@@ -204,16 +204,12 @@ async def bounded_once(conn: asyncpg.Connection, bounds: WaitBounds, key: str, d
     except CommitSent as sent:
         exc = sent.__cause__
         if isinstance(exc, asyncpg.PostgresError) and not is_connection_error(exc):
-            raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+            raise refusal(exc) from exc
         raise OutcomeUnknown(f"no answer to the commit ({type(exc).__name__})") from exc
     except asyncpg.PostgresError as exc:
         if is_connection_error(exc):
             raise NotStored(f"connection lost before the commit ({exc.sqlstate})") from exc
-        if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
-            raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
-        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
-            raise CannotWrite(f"database could not write; rolled the part back ({exc.sqlstate})") from exc
-        raise NotStored(f"database rolled the part back ({exc.sqlstate})") from exc
+        raise refusal(exc) from exc
     except TimeoutError as exc:
         raise NotStored(f"the part was not committed within {bounds.statement_s:g} s; retry") from exc
     except (OSError, asyncpg.InterfaceError) as exc:

@@ -113,7 +113,7 @@ async def commit_bounded(
         try:
             await _commit_once(conn, bounds, batch, current_hour)
         except MissingPartition:
-            await _add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
+            await add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
             await _commit_once(conn, bounds, batch, current_hour)
     except BaseException as exc:
         failure = exc
@@ -145,11 +145,7 @@ async def _commit_once(
     except asyncpg.PostgresError as exc:
         if is_connection_error(exc):
             raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
-        if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
-            raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
-        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
-            raise CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})") from exc
-        raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+        raise refusal(exc) from exc
     except TimeoutError as exc:
         raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
     except (OSError, asyncpg.InterfaceError) as exc:
@@ -161,7 +157,16 @@ async def _commit_once(
 NO_PARTITION_SQLSTATE = "23514"
 
 
-async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
+def refusal(exc: asyncpg.PostgresError) -> NotStored:
+    """What an error PostgreSQL reported (not a lost connection) means: it rolled the commit back."""
+    if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
+        return MissingPartition(f"no partition for an event's day ({exc.sqlstate})")
+    if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
+        return CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})")
+    return NotStored(f"database rolled the commit back ({exc.sqlstate})")
+
+
+async def add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
     """Make the partitions of ``days``; NotStored if that fails (the batch was already rolled back)."""
     try:
         async with asyncio.timeout(bounds.statement_s):
