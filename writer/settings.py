@@ -4,7 +4,17 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from common.pg import WaitBounds
-from common.settings import SettingsError, env_bool, env_float, env_int, env_str
+from common.settings import (
+    CLOCK_SKEW_MARGIN_S,
+    SETTLE_BOUND_S,
+    STALENESS_BOUND_S,
+    SettingsError,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    write_budget_s,
+)
 
 # Below this, a healthy database on a busy machine would miss its bounds.
 MIN_WAIT_MS = 1.0
@@ -85,6 +95,17 @@ class Settings:
     # The (key, part) records of committed batch parts are kept this long,
     # whatever the raw log's retention: a retry later than this may count twice.
     batch_key_retention_days: int = 7
+    # The settle bound (README, Invariants 8) and what it is derived from: a
+    # write commits no later than nginx's stamp + settle − staleness − skew
+    # margin (writer/settle.py), 2.5 s by default, above the answer bound.
+    settle_s: float = SETTLE_BOUND_S
+    staleness_s: float = STALENESS_BOUND_S
+    clock_skew_margin_s: float = CLOCK_SKEW_MARGIN_S
+
+    @property
+    def write_budget_s(self) -> float:
+        """How long after nginx's stamp (or its arrival, without one) a write may still commit."""
+        return write_budget_s(self.settle_s, self.staleness_s, self.clock_skew_margin_s)
 
     @cached_property
     def bounds(self) -> WaitBounds:
@@ -144,7 +165,13 @@ class Settings:
             batch_forward_timeout_ms=env_float("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", 0.0) or None,
             batch_key_retention_days=env_int("REACTIONS_BATCH_KEY_RETENTION_DAYS", cls.batch_key_retention_days,
                                              minimum=1),
+            settle_s=ms("REACTIONS_SETTLE_MS", cls.settle_s),
+            staleness_s=ms("REACTIONS_STALENESS_MS", cls.staleness_s),
+            clock_skew_margin_s=ms("REACTIONS_CLOCK_SKEW_MARGIN_MS", cls.clock_skew_margin_s),
         )
+        if settings.write_budget_s <= 0:
+            raise SettingsError("REACTIONS_SETTLE_MS must exceed REACTIONS_STALENESS_MS"
+                                " + REACTIONS_CLOCK_SKEW_MARGIN_MS (a write must have some time to commit)")
         if settings.commit_window_ms / 1000 >= settings.queue_wait_s:
             raise SettingsError("REACTIONS_COMMIT_WINDOW_MS must be below REACTIONS_QUEUE_WAIT_MS"
                                 " (an event that waited the queue-wait bound is refused)")
