@@ -29,12 +29,11 @@ from common.batches import Batch
 from writer.batch_db import KeyReused, Part, PartCommitted
 from writer.batcher import NotStored, OutcomeUnknown
 from writer.part_wire import DIGEST_HEADER, PART_PATH, encode_part
+from writer.settle import STAMP_HEADER
 from writer.topology import WriterTopology
 
 # The placement of a part on this writer's own shard.
 HERE = ""
-# Forwarded to the writer of a part: issue 19's stamp of when nginx sent the request.
-SENT_HEADER = "X-Reactions-Sent"
 
 
 class Outcome(enum.Enum):
@@ -64,8 +63,8 @@ class Request:
     key: str
     digest: bytes
     strict: bool
-    sent_stamp: str | None
-    deadline: float | None
+    sent_stamp: str | None  # nginx's X-Reactions-Sent, passed on with each part (writer/settle.py)
+    deadline: float  # the last moment a part may commit (seconds since the epoch; inf: none)
 
 
 CommitHere = Callable[[Request, Part], Awaitable[PartCommitted]]
@@ -140,7 +139,7 @@ class Dispatcher:
     async def _forward(self, request: Request, writer: str, part: Part) -> PartCommitted:
         headers = {"Idempotency-Key": request.key, DIGEST_HEADER: request.digest.hex(), "Content-Type": "text/csv"}
         if request.sent_stamp is not None:
-            headers[SENT_HEADER] = request.sent_stamp
+            headers[STAMP_HEADER] = request.sent_stamp
         try:
             async with self._session.post(f"http://{writer}{PART_PATH}", data=encode_part(part), headers=headers,
                                           timeout=self._timeout) as resp:

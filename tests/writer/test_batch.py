@@ -5,7 +5,10 @@ Placement across shards, nginx and a frozen shard: tests/e2e/test_batch.py.
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -16,6 +19,7 @@ from tests.support.writer_db import WriterClient, rollup, stored_events
 from writer import db
 from writer.batch_db import Part, PartCommitted, commit_part
 from writer.batch_views import answer
+from writer.batcher import TooLate
 from writer.batches import Outcome, PartResult
 
 HOUR = now_ms() // MS_PER_HOUR - 30  # a past hour: its day's partition is made on demand
@@ -206,3 +210,24 @@ def test_the_answer_keeps_the_outcomes_apart() -> None:
             assert ("Retry-After" in exc.headers) == (status in (503, 504))
         else:
             raise AssertionError(f"{results} answered 200")
+
+
+async def test_a_batch_past_its_deadline_is_refused_and_a_late_part_rolled_back(writer_client: WriterClient,
+                                                                                shard_dsn: str) -> None:
+    """The settle bound (README, Invariants 8): nginx's stamp long past, nothing stored; a part whose commit would
+    come past its deadline is rolled back by PostgreSQL's commit guard."""
+    client = await writer_client()
+    body = csv_of([(TS, "u", "click")])
+    status, text = await post_batch(client, body, headers={"X-Reactions-Sent": f"{time.time() - 60:.3f}"})
+    assert status == 503 and "deadline" in text
+    batch = parse_batch(body.encode(), now_ms(), 10)
+    pool = await asyncpg.create_pool(shard_dsn, min_size=1, max_size=1)
+    try:
+        with pytest.raises(TooLate) as refused:
+            await commit_part(pool, WaitBounds(1.0, 5.0), "k1", batch.digest, Part([1], [TS], [HOUR], ["u"], [1]),
+                              hour_of(now_ms()), deadline=time.time() - 0.001)
+        assert refused.value.where == "database"
+    finally:
+        await pool.close()
+    assert await stored_events(shard_dsn) == [] and await parts(shard_dsn) == []
+    assert await post_batch(client, body) == (200, "events,1\nstored,1\nalready_present,0\n")
