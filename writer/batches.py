@@ -97,6 +97,8 @@ class Dispatcher:
         """
         placement = self._topology.placement
         if placement is None:
+            if self._topology.unknown:
+                raise LookupError("the topology has not been read yet")
             return {HERE: indexes}
         down = frozenset() if strict else down | self._topology.down()
         groups: dict[str, list[int]] = defaultdict(list)
@@ -109,8 +111,9 @@ class Dispatcher:
                      down: frozenset[str]) -> list[PartResult]:
         try:
             groups = self.split(batch, indexes, down, request.strict)
-        except LookupError:
-            return [PartResult("", len(indexes), Outcome.NOT_STORED, reason="no writer is up")]
+        except LookupError as exc:
+            reason = str(exc) if self._topology.unknown else "no writer is up"
+            return [PartResult("", len(indexes), Outcome.NOT_STORED, reason=reason)]
         sent = await asyncio.gather(*(self._send(request, batch, writer, group, down)
                                       for writer, group in groups.items()))
         return [result for results in sent for result in results]

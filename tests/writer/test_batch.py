@@ -6,6 +6,7 @@ Placement across shards, nginx and a frozen shard: tests/e2e/test_batch.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,7 +16,9 @@ from aiohttp.test_utils import TestClient
 from common.batches import parse_batch
 from common.hours import MS_PER_HOUR, hour_of, now_ms
 from common.pg import WaitBounds
+from sharding.config import parse, save
 from tests.support.writer_db import WriterClient, rollup, stored_events
+from tests.waiting import wait_until
 from writer import db
 from writer.batch_db import Part, PartCommitted, commit_part
 from writer.batch_views import answer
@@ -231,3 +234,21 @@ async def test_a_batch_past_its_deadline_is_refused_and_a_late_part_rolled_back(
         await pool.close()
     assert await stored_events(shard_dsn) == [] and await parts(shard_dsn) == []
     assert await post_batch(client, body) == (200, "events,1\nstored,1\nalready_present,0\n")
+
+
+async def test_a_writer_that_cannot_read_its_shard_file_refuses_batches_until_it_can(
+        writer_client: WriterClient, shard_dsn: str, tmp_path: Path) -> None:
+    shards_file = tmp_path / "shards.json"
+    client = await writer_client(shards_file=str(shards_file), topology_poll_s=0.05)
+    body = csv_of([(TS, "u", "click")])
+    status, text = await post_batch(client, body)
+    assert status == 503 and "topology has not been read" in text
+    async with client.post(f"/analytics?timestamp={TS}&user=single&event=click") as resp:
+        assert resp.status == 204, "single POSTs need no topology"
+    save(parse({"shards": [{"name": "a", "writers": ["127.0.0.1:1"], "dsn": shard_dsn}]}), shards_file)
+
+    async def stored() -> bool:
+        return (await post_batch(client, body))[0] == 200
+
+    await wait_until(stored, "the batch is stored once the shard file is read", deadline_s=10)
+    assert sorted(u for _, u, _ in await stored_events(shard_dsn)) == ["single", "u"]
