@@ -252,3 +252,22 @@ async def test_a_writer_that_cannot_read_its_shard_file_refuses_batches_until_it
 
     await wait_until(stored, "the batch is stored once the shard file is read", deadline_s=10)
     assert sorted(u for _, u, _ in await stored_events(shard_dsn)) == ["single", "u"]
+
+
+async def test_the_internal_part_path_commits_a_part_once(writer_client: WriterClient, shard_dsn: str) -> None:
+    """What another writer sends (writer/part_wire.py): checked again, committed here, a retry already present."""
+    client = await writer_client()
+    batch = parse_batch(csv_of([(TS, "x", "click"), (TS, "y", "impression")]).encode(), now_ms(), 10)
+    headers = {"Idempotency-Key": "kp", "X-Reactions-Batch-Digest": batch.digest.hex(), "Content-Type": "text/csv"}
+    part = f"2,{TS},y,2\n".encode()
+    for expected in ("stored,1\nalready_present,0\n", "stored,0\nalready_present,1\n"):
+        async with client.post("/_internal/batch-part", data=part, headers=headers) as resp:
+            assert (resp.status, await resp.text()) == (200, expected)
+    for bad_headers, bad_part in [({**headers, "X-Reactions-Batch-Digest": "zz"}, part),
+                                  (headers, f"0,{TS},y,2\n".encode()), (headers, f"3,{TS},y,7\n".encode()),
+                                  (headers, f'3,{TS},"a\nb",1\n'.encode()), (headers, b"")]:
+        async with client.post("/_internal/batch-part", data=bad_part, headers=bad_headers) as resp:
+            assert resp.status == 400, bad_part
+    assert await stored_events(shard_dsn) == [(TS, "y", 2)]
+    [row] = await parts(shard_dsn)
+    assert int.from_bytes(row["records"], "little") == 0b10  # record 2 only
