@@ -107,9 +107,14 @@ class Dispatcher:
             return {HERE: indexes}
         down = frozenset() if strict else down | self._topology.down()
         groups: dict[str, list[int]] = defaultdict(list)
+        target_of: dict[str, str] = {}  # a user's events come in bunches: each user is placed once
         for i in indexes:
-            writer = placement.writer(batch.reactions[i].username, down)
-            groups[HERE if self._topology.is_own(placement.shard_of[writer]) else writer].append(i)
+            user = batch.reactions[i].username
+            target = target_of.get(user)
+            if target is None:
+                writer = placement.writer(user, down)
+                target = target_of[user] = HERE if self._topology.is_own(placement.shard_of[writer]) else writer
+            groups[target].append(i)
         return groups
 
     async def _place(self, request: Request, batch: Batch, indexes: list[int],
