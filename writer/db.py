@@ -133,7 +133,7 @@ async def commit_bounded(
         try:
             await _commit_once(conn, bounds, batch, current_hour, deadline)
         except MissingPartition:
-            await _add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
+            await add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
             await _commit_once(conn, bounds, batch, current_hour, deadline)
     except BaseException as exc:
         failure = exc
@@ -165,14 +165,7 @@ async def _commit_once(
     except asyncpg.PostgresError as exc:
         if is_connection_error(exc):
             raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
-        if exc.sqlstate == LATE_COMMIT_SQLSTATE:
-            raise TooLate("PostgreSQL rolled the commit back: it came past its deadline; it will never be"
-                          " stored; retry", where="database") from exc
-        if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
-            raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
-        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
-            raise CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})") from exc
-        raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+        raise refusal(exc) from exc
     except TimeoutError as exc:
         raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
     except (OSError, asyncpg.InterfaceError) as exc:
@@ -184,7 +177,19 @@ async def _commit_once(
 NO_PARTITION_SQLSTATE = "23514"
 
 
-async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
+def refusal(exc: asyncpg.PostgresError) -> NotStored:
+    """What an error PostgreSQL reported (not a lost connection) means: it rolled the commit back."""
+    if exc.sqlstate == LATE_COMMIT_SQLSTATE:
+        return TooLate("PostgreSQL rolled the commit back: it came past its deadline; it will never be"
+                       " stored; retry", where="database")
+    if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
+        return MissingPartition(f"no partition for an event's day ({exc.sqlstate})")
+    if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
+        return CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})")
+    return NotStored(f"database rolled the commit back ({exc.sqlstate})")
+
+
+async def add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
     """Make the partitions of ``days``; NotStored if that fails (the batch was already rolled back)."""
     try:
         async with asyncio.timeout(bounds.statement_s):
@@ -197,12 +202,24 @@ async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: se
         log.info("created the raw log's partitions for days %s on demand", created)
 
 
-async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int,
-                              retention_days: int) -> tuple[list[int], list[partitions.Pruned]]:
-    """Create the partitions ahead of today and drop those past the retention, within ``bounds``."""
+# The (key, part) records of batches past their own retention (README, Batches).
+PRUNE_BATCH_PARTS = "DELETE FROM batch_parts WHERE committed_at < now() - make_interval(days => $1)"
+
+
+async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int, retention_days: int,
+                              batch_key_retention_days: int | None = None
+                              ) -> tuple[list[int], list[partitions.Pruned]]:
+    """Create the partitions ahead of today and drop those past the retention, within ``bounds``.
+
+    With ``batch_key_retention_days``, batch parts' records older than that are deleted too.
+    """
     async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
         created = await partitions.ensure_ahead(conn, today)
         pruned = await partitions.prune(conn, today, retention_days)
+        if batch_key_retention_days is not None:
+            status = await conn.execute(PRUNE_BATCH_PARTS, batch_key_retention_days)
+            if status != "DELETE 0":
+                log.info("batch keys: %s record(s) past %d days", status, batch_key_retention_days)
     return created, pruned
 
 

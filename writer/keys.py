@@ -7,6 +7,7 @@ from aiohttp import web
 
 from common.retry import Waiting
 from writer.batcher import Committer
+from writer.batches import Dispatcher
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
 from writer.metrics import WriterMetrics
@@ -21,4 +22,6 @@ GATE = web.AppKey("gate", ListenGate)
 HEALTH = web.AppKey("health", DatabaseHealth)
 # What the writer waits for until its database is there with the schema (then ``done``).
 STARTING = web.AppKey("starting", Waiting)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+BATCH_POOL = web.AppKey("batch_pool", asyncpg.Pool)
 CLOCKS = web.AppKey("clocks", Clocks)

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 
+import aiohttp
 import asyncpg
 import uvloop
 from aiohttp import web
@@ -18,15 +19,19 @@ from common.partitions import Pruned
 from common.pg import HeldConnections, WaitBounds, close_pool, redact
 from common.retry import Backoff, Waiting, retry_forever
 from common.tasks import running
-from writer import db, retention
+from sharding.source import TopologySource
+from writer import batch_views, db, retention
+from writer.batch_db import Part, PartCommitted
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
+from writer.batches import Dispatcher, Request
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
-from writer.keys import CLOCKS, COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS, STARTING
+from writer.keys import BATCH_POOL, CLOCKS, COMMITTER, DISPATCHER, GATE, HEALTH, METRICS, POOL, SETTINGS, STARTING
 from writer.metrics import WriterMetrics
 from writer.routes import dispatcher
 from writer.settings import Settings
 from writer.settle import PEERS, Clocks
+from writer.topology import WriterTopology
 
 log = logging.getLogger("reactions.writer")
 
@@ -46,7 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS].watch_clocks(clocks.seconds, PEERS, settings.clock_skew_margin_s, settings.write_budget_s)
     app[GATE] = ListenGate(settings.host, settings.port)
     app[STARTING] = Waiting(f"its database {redact(settings.dsn)} (with the Reactions schema)")
-    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx])
+    app.cleanup_ctx.extend([pool_ctx, committer_ctx, batches_ctx, health_ctx, retention_ctx])
     return app
 
 
@@ -117,10 +122,38 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
     bounds = WaitBounds(acquire_s=settings.acquire_timeout_s, statement_s=retention.ROUND_TIMEOUT_S)
 
     async def maintain(today: int) -> tuple[list[int], list[Pruned]]:
-        return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days)
+        return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days,
+                                            settings.batch_key_retention_days)
 
     async with running(retention.run(maintain), "raw-log-upkeep"):
         yield
+
+
+async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Batches: the topology followed (sharding/source.py) and a client session for parts sent to other writers."""
+    settings = app[SETTINGS]
+    source = TopologySource(settings.shards_file, settings.shards_url, settings.batch_forward_timeout_s) \
+        if settings.shards_file or settings.shards_url else None
+    topology = WriterTopology(source, settings.dsn)
+    await topology.open()
+    # A pool of their own (lazy): batch parts never starve the flushers or the heartbeat of connections.
+    app[BATCH_POOL] = pool = await db.open_pool(settings.dsn, min_size=0, max_size=settings.batch_pool_size,
+                                                bounds=settings.bounds)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                                    auto_decompress=False)
+
+    async def commit_here(request: Request, part: Part) -> PartCommitted:
+        return await batch_views.commit_here(app, request, part)
+
+    app[DISPATCHER] = Dispatcher(topology, session, commit_here, settings.batch_connect_timeout_s,
+                                 settings.batch_forward_timeout_s)
+    try:
+        async with running(topology.follow(settings.topology_poll_s), "topology"):
+            yield
+    finally:
+        await session.close()
+        await topology.close()
+        await close_pool(pool)
 
 
 def make_committer(app: web.Application, connections: HeldConnections) -> Committer:

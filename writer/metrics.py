@@ -29,6 +29,7 @@ class WriterMetrics:
     batch_size: Histogram
     commit_seconds: Histogram
     pending: Gauge
+    part_events: Counter
     late: Counter
     clock_skew: Gauge
     clock_skew_margin: Gauge
@@ -59,6 +60,9 @@ class WriterMetrics:
             commit_seconds=Histogram("reactions_commit_seconds", "Time to commit one batch.",
                                      buckets=LATENCY_BUCKETS_S, registry=r),
             pending=Gauge("reactions_events_pending", "Events accepted and waiting for their commit.", registry=r),
+            part_events=Counter("reactions_batch_part_events_total",
+                                "Events of batch parts this writer committed on its shard, by outcome.",
+                                ["outcome"], registry=r),
             late=Counter("reactions_events_late_total",
                          "Events refused past their deadline (503, never stored): by the writer before sending,"
                          " or rolled back by PostgreSQL's commit guard.", ["where"], registry=r),
@@ -75,6 +79,8 @@ class WriterMetrics:
             metrics.rejected.labels(code)
         for where in LATE_WHERE:
             metrics.late.labels(where)
+        for outcome in ("stored", "already_present", "not_stored", "unknown"):
+            metrics.part_events.labels(outcome)
         return metrics
 
     def watch_clocks(self, skew: Callable[[str], float], peers: Sequence[str], margin_s: float,

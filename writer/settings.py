@@ -18,6 +18,9 @@ from common.settings import (
 
 # Below this, a healthy database on a busy machine would miss its bounds.
 MIN_WAIT_MS = 1.0
+# A part sent to another writer waits this much beyond that writer's own bound
+# for a part (acquire + commit) before its outcome is unknown.
+FORWARD_MARGIN_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,31 @@ class Settings:
     # Raw events are kept this many whole days before today (then their day's
     # partition is dropped); rollups are kept forever (common/partitions.py).
     raw_retention_days: int = 30
+    # POST /analytics/batch (README, Batches). The topology, to place each
+    # event where a single POST of its user would land: the shard file (a
+    # path polled this often) or its URL; neither: every event stays here.
+    shards_file: str | None = None
+    shards_url: str | None = None
+    topology_poll_s: float = 0.5
+    # A batch holds at most this many events and bytes (413 beyond; nginx's
+    # client_max_body_size for the batch location is the same 1 MiB).
+    batch_post_max_events: int = 10_000
+    batch_post_max_bytes: int = 1024 * 1024
+    # Batch parts committed at once on this shard, each on a connection of a
+    # pool of their own (a part beyond them waits REACTIONS_ACQUIRE_TIMEOUT_MS).
+    batch_pool_size: int = 4
+    # A batch's body must arrive within this (nginx sends it whole at once).
+    batch_body_timeout_s: float = 10.0
+    # A part sent to another shard's writer: its connect (a refused or timed
+    # out connect is "not sent": the part moves on along the ring, as nginx
+    # moves a POST) and its answer, above that writer's own acquire + commit
+    # bounds (by FORWARD_MARGIN_S unless set: 1.8 s by default) and below
+    # nginx's 2.2 s read timeout.
+    batch_connect_timeout_s: float = 0.3
+    batch_forward_timeout_ms: float | None = None
+    # The (key, part) records of committed batch parts are kept this long,
+    # whatever the raw log's retention: a retry later than this may count twice.
+    batch_key_retention_days: int = 7
     # The settle bound (README, Invariants 8) and what it is derived from: a
     # write commits no later than nginx's stamp + settle − staleness − skew
     # margin (writer/settle.py), 2.5 s by default, above the answer bound.
@@ -97,6 +125,17 @@ class Settings:
     def answer_bound_s(self) -> float:
         """The longest a POST waits for its answer."""
         return self.queue_wait_s + self.acquire_timeout_s + self.commit_timeout_s
+
+    @property
+    def part_bound_s(self) -> float:
+        """The longest one batch part's commit on this writer takes to be answered."""
+        return self.acquire_timeout_s + self.commit_timeout_s
+
+    @property
+    def batch_forward_timeout_s(self) -> float:
+        if self.batch_forward_timeout_ms is not None:
+            return self.batch_forward_timeout_ms / 1000
+        return self.part_bound_s + FORWARD_MARGIN_S
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -123,6 +162,17 @@ class Settings:
             connect_backoff_max_s=ms("REACTIONS_CONNECT_BACKOFF_MAX_MS", cls.connect_backoff_max_s),
             admin_port=env_int("REACTIONS_ADMIN_PORT", 0, minimum=0) or None,
             raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
+            shards_file=env_str("REACTIONS_SHARDS_FILE", "") or None,
+            shards_url=env_str("REACTIONS_SHARDS_URL", "") or None,
+            topology_poll_s=ms("REACTIONS_TOPOLOGY_POLL_MS", cls.topology_poll_s),
+            batch_post_max_events=env_int("REACTIONS_BATCH_POST_MAX_EVENTS", cls.batch_post_max_events, minimum=1),
+            batch_post_max_bytes=env_int("REACTIONS_BATCH_POST_MAX_BYTES", cls.batch_post_max_bytes, minimum=1),
+            batch_pool_size=env_int("REACTIONS_BATCH_POOL_SIZE", cls.batch_pool_size, minimum=1),
+            batch_body_timeout_s=ms("REACTIONS_BATCH_BODY_TIMEOUT_MS", cls.batch_body_timeout_s),
+            batch_connect_timeout_s=ms("REACTIONS_BATCH_CONNECT_TIMEOUT_MS", cls.batch_connect_timeout_s),
+            batch_forward_timeout_ms=env_float("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", 0.0) or None,
+            batch_key_retention_days=env_int("REACTIONS_BATCH_KEY_RETENTION_DAYS", cls.batch_key_retention_days,
+                                             minimum=1),
             settle_s=ms("REACTIONS_SETTLE_MS", cls.settle_s),
             staleness_s=ms("REACTIONS_STALENESS_MS", cls.staleness_s),
             clock_skew_margin_s=ms("REACTIONS_CLOCK_SKEW_MARGIN_MS", cls.clock_skew_margin_s),
@@ -136,4 +186,9 @@ class Settings:
         if settings.pool_size < settings.flushers + 1:
             raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS"
                                 " (one connection stays for the heartbeat and the raw log's upkeep)")
+        if settings.shards_file and settings.shards_url:
+            raise SettingsError("set REACTIONS_SHARDS_FILE or REACTIONS_SHARDS_URL, not both")
+        if settings.batch_forward_timeout_s <= settings.part_bound_s:
+            raise SettingsError("REACTIONS_BATCH_FORWARD_TIMEOUT_MS must exceed REACTIONS_ACQUIRE_TIMEOUT_MS +"
+                                " REACTIONS_COMMIT_TIMEOUT_MS (the other writer's own bound for a part)")
         return settings
