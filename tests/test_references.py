@@ -20,8 +20,8 @@ MISSING_DOCUMENT = re.compile("DESIGN" + r"(\.md|\s+invariant)", re.IGNORECASE)
 THE_DOCUMENT = "design" + ".md"  # docs/ holds it, in lower case
 CITATION = re.compile(r"Invariants,?\s+(\d+)")
 # "docs/contract.md, Batches", "docs/design.md, Writer: clocks", "docs/design.md,\n    # Invariants 5"
-SECTION_CITATION = re.compile(r"(README|docs/[a-z]+\.md),\s+(?:#\s*|//\s*)?\"?([A-Za-z][A-Za-z ]*?)(?=[:,).\"]|\s+(?:\d|N\b)|\s*$)",
-                              re.MULTILINE)
+SECTION_CITATION = re.compile(r"(README|docs/[a-z]+\.md),\s+(?:#\s*|//\s*)?\"?"  # the document, then its section
+                              r"([A-Za-z][A-Za-z ]*?)(?=[:,).\"]|\s+(?:\d|N\b)|\s*$)", re.MULTILINE)
 
 
 def tracked_text_files() -> list[Path]:

@@ -63,7 +63,9 @@ class ShuttingDown(NotStored):
 
 
 class TooLate(NotStored):
-    """Past its deadline (docs/design.md, Invariants 8): refused unsent (``where="writer"``) or rolled back by PostgreSQL."""
+    """Past its deadline (docs/design.md, Invariants 8).
+
+    Refused unsent (``where="writer"``) or rolled back by PostgreSQL."""
 
     def __init__(self, reason: str, where: str = "writer") -> None:
         super().__init__(reason)

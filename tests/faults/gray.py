@@ -271,7 +271,8 @@ def replace_database(pg: LocalPostgres) -> str:
         side.start()  # a new initdb: a new system identifier; create_database: a new OID
         try:
             client("pg_restore", side, "-d", "reactions", str(dump))
-            # What every restore must end with (docs/operations.md, Restoring a shard): the copy is a new shard database.
+            # What every restore must end with (docs/operations.md, Restoring a shard):
+            # the copy is a new shard database.
             client("psql", side, "-d", "reactions", "-qc", "UPDATE schema_info SET shard_uuid = gen_random_uuid()")
         finally:
             side.stop()
