@@ -3,7 +3,7 @@
 Every read also returns the shard database's identity (``reactions_identity()``,
 common/schema.py), from the same connection and the same statement as the
 data: so a database replaced behind the same DSN can never have its rows
-merged into what was read from the one before it (README, Invariants 7).
+merged into what was read from the one before it (docs/design.md, Invariants 7).
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ class LiveHour:
         """Close a refresh that started at ``started`` (monotonic): re-render if complete, and track staleness.
 
         An incomplete refresh never re-renders: what is served stale-marked is
-        the last complete snapshot (README, Invariants 4), never a mix.
+        the last complete snapshot (docs/design.md, Invariants 4), never a mix.
         """
         if not complete:
             self.unrendered = self.unrendered or changed
@@ -120,7 +120,7 @@ class LiveHour:
         return f" ({self.incomplete_reason})" if self.incomplete_reason else ""
 
     def fresh_body(self, now_ms: int, stale_after_ms: float) -> bytes | None:
-        """The answer if it may be served unmarked: complete, and young enough (README, Invariants 5)."""
+        """The answer if it may be served unmarked: complete, and young enough (docs/design.md, Invariants 5)."""
         if self.stale_since_ms is not None or self.last_complete_ms is None:
             return None
         return self.body if now_ms - self.last_complete_ms <= stale_after_ms else None

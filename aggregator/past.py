@@ -21,7 +21,7 @@
   staleness bound) is checked again before it is served (one statement per
   shard); if a shard does not answer, it is dropped and read again, which
   answers 503 while that shard is down. Notifications only make late writes
-  visible sooner; the bound never depends on them (README, Invariants 5).
+  visible sooner; the bound never depends on them (docs/design.md, Invariants 5).
 """
 
 from __future__ import annotations

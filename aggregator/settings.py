@@ -32,7 +32,7 @@ class Settings:
     shard_dsns: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8201
-    # The live hour lags commits by at most this (README, Invariants 5): twice
+    # The live hour lags commits by at most this (docs/design.md, Invariants 5): twice
     # it (1.5 s, the stale mark) plus nginx's GET cache (at most 0.5 s) is the 2 s bound.
     refresh_interval_s: float = 0.75
     # Live answers older than this are marked stale; None: twice the refresh interval.
@@ -42,7 +42,7 @@ class Settings:
     grace_s: float = 300.0
     # A shard that does not answer within this is treated as unreachable: it
     # bounds getting a connection, the statement and giving it back
-    # (README, Invariants 6). A cold read answers within cold_slot_wait_s + this.
+    # (docs/design.md, Invariants 6). A cold read answers within cold_slot_wait_s + this.
     shard_timeout_s: float = 1.0
     # How long a cold read waits for a free slot before answering 503.
     cold_slot_wait_s: float = 0.5
@@ -65,7 +65,7 @@ class Settings:
         """A live answer whose snapshot is older than this is marked stale.
 
         A refresh that is slow but not yet failed (up to the shard timeout)
-        would otherwise serve an old snapshot as fresh: this keeps README,
+        would otherwise serve an old snapshot as fresh: this keeps docs/design.md,
         Invariants 5 exact, at twice the refresh interval unless configured.
         """
         return 1000 * (self.live_max_lag_s if self.live_max_lag_s is not None else 2 * self.refresh_interval_s)

@@ -11,7 +11,7 @@ the reason): nothing of it is stored.
 
 The batch's digest identifies its events, not its bytes: the same events
 quoted or ended differently are the same batch (what a key reused with a
-different body is told apart by, README, Batches).
+different body is told apart by, docs/contract.md, Batches).
 """
 
 from __future__ import annotations

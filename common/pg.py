@@ -2,7 +2,7 @@
 
 A frozen server (a paused VM, a stuck disk) or a silent network partition
 answers nothing and resets nothing: every wait on it must carry its own bound
-(README, Invariants: every wait is bounded). Three layers keep that:
+(docs/design.md, Invariants: every wait is bounded). Three layers keep that:
 
 - server-side limits (``statement_timeout``, ``lock_timeout``,
   ``idle_in_transaction_session_timeout``), so that where PostgreSQL can end a
@@ -161,7 +161,7 @@ class HeldConnections:
 
     ``bounded_connection`` acquires and releases with bounded waits, and
     asyncpg bounds each of them with a task of its own: about 100 µs of CPU
-    per use (README, Performance). Here a connection is acquired (within
+    per use (docs/performance.md). Here a connection is acquired (within
     ``bounds.acquire_s``) only when none is held, kept after a use that went
     well, and terminated and given back after one that leaves its state
     unknown. At most ``keep`` are kept (as many as there are concurrent

@@ -17,7 +17,7 @@ commit. So within one hour, versions become visible in order, and "everything
 above v" never skips a row that commits late. A global sequence value is
 taken before commit and can become visible out of order.
 
-Identity: a shard is a database, not a DSN (README, Invariants). What changes
+Identity: a shard is a database, not a DSN (docs/design.md, Invariants). What changes
 when the database behind a DSN is replaced is read by ``reactions_identity()``:
 the cluster's ``system_identifier`` (a new initdb), the database's OID (a
 re-created database), the current timeline (a promoted standby or a
@@ -25,7 +25,7 @@ point-in-time restore) and ``schema_info.shard_uuid``, made when the schema is
 created. A base backup or a dump copies the UUID, so every restore ends with
 ``UPDATE schema_info SET shard_uuid = gen_random_uuid()``.
 
-The settle bound (README, Invariants 8): a write transaction adds one row to
+The settle bound (docs/design.md, Invariants 8): a write transaction adds one row to
 ``commit_guard`` with its deadline, and a deferred constraint trigger on it,
 fired once per transaction when it commits (the row is one per transaction,
 never one per event), compares ``clock_timestamp()`` with the deadline:
@@ -120,7 +120,7 @@ CREATE TABLE IF NOT EXISTS writer_heartbeat (
     beats   bigint NOT NULL,
     at      timestamptz NOT NULL
 );
--- A write transaction's deadline (README, Invariants 8): one row per
+-- A write transaction's deadline (docs/design.md, Invariants 8): one row per
 -- transaction, checked and removed when the transaction commits (below).
 CREATE TABLE IF NOT EXISTS commit_guard (
     xact      xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),

@@ -50,7 +50,7 @@ def env_bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-# The bounds every part of Reactions keeps, as one number each (README, Invariants):
+# The bounds every part of Reactions keeps, as one number each (docs/design.md, Invariants):
 # - the staleness bound: an unmarked answer at the entry point counts every
 #   event acknowledged this long before it (Invariants 5; the aggregators'
 #   refresh interval and nginx's GET cache are chosen to keep it);

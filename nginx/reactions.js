@@ -1,5 +1,5 @@
 // Cache keys for GET /analytics?timestamp=<ms> (njs: nginx's map cannot divide).
-// Loaded by the rendered configuration (js_import); see README, nginx: the GET cache.
+// Loaded by the rendered configuration (js_import); see docs/operations.md, nginx: the GET cache.
 
 // A query of exactly timestamp=<digits>, at most 19 digits (common/events.py):
 // anything else is not cached, so the aggregator answers it (and its 400s) itself.

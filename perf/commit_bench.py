@@ -12,7 +12,7 @@ Variants:
   without a deadline;
 - ``held, guarded``: the same with a deadline, as the writer commits since the
   settle bound: one ``commit_guard`` row per batch, checked and removed by its
-  deferred trigger when the transaction commits (README, Invariants 8).
+  deferred trigger when the transaction commits (docs/design.md, Invariants 8).
 """
 
 from __future__ import annotations

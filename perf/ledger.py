@@ -1,6 +1,6 @@
 """What a load generator was acknowledged, per hour, and the audit against the GETs.
 
-Every ``204`` a client got is one committed event (README, Invariants 2).
+Every ``204`` a client got is one committed event (docs/design.md, Invariants 2).
 The load generator records each one here; after the run the bench reads the
 hours back through nginx and checks that every acknowledged event is counted.
 Usernames of a run carry a prefix of their own, so the run's users are new in

@@ -29,7 +29,7 @@ from perf.results import (
     Scenario,
 )
 
-# The performance goals (not test assertions; README, Performance): ratios to the
+# The performance goals (not test assertions; docs/performance.md): ratios to the
 # same-run baselines. The GET ceiling is nginx in front of trivial aiohttp with the
 # GET cache off, so the GET goal is what the cache must add.
 GET_MIN_RATIO_TO_CEILING = 2.5
@@ -38,7 +38,7 @@ POST_MIN_RATIO_TO_NAIVE = 3.0
 POST_MIN_RATIO_TO_CEILING = 0.5
 POST_MAX_P99_MS = 25.0
 # Cores used by processes outside the bench above which the report warns.
-# Batches of 1,000 events at the default 3 shards (issue 20; README, Performance).
+# Batches of 1,000 events at the default 3 shards (issue 20; docs/performance.md).
 BATCH_MIN_EVENTS_PER_S = 100_000
 BATCH_MIN_RATIO_TO_SINGLE = 20.0
 BATCH_MAX_P99_MS = 100.0
@@ -127,7 +127,7 @@ def batch_section(run: BatchRun) -> Iterator[str]:
 
 
 def evaluate(results: BenchResults) -> list[TargetCheck]:
-    """Each performance goal (README, Performance) against this run's figures."""
+    """Each performance goal (docs/performance.md) against this run's figures."""
     return [
         ratio_check(results, GET_CURRENT, GET_CEILING, GET_MIN_RATIO_TO_CEILING,
                     f"GET current hour >= {GET_MIN_RATIO_TO_CEILING}x GET ceiling"),
@@ -340,7 +340,7 @@ def render_markdown(results: BenchResults) -> str:
         "",
         "![throughput](throughput.png) ![latency](latency.png)",
         "",
-        "### nginx's GET cache (README, nginx: the GET cache)",
+        "### nginx's GET cache (docs/operations.md, nginx: the GET cache)",
         "",
         *cache_table(results),
         "",

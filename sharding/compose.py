@@ -134,7 +134,7 @@ def services(topology: Topology) -> dict[str, Any]:
     for shard in topology.active_shards:
         for address in shard.writers:
             host, port = host_port(address)
-            # The shard file too: a writer places a batch's events as nginx would (README, Batches).
+            # The shard file too: a writer places a batch's events as nginx would (docs/contract.md, Batches).
             service = python_service("writer.main", port, {"REACTIONS_DSN": shard.dsn,
                                                            "REACTIONS_SHARDS_FILE": SHARDS_FILE_IN_CONTAINER},
                                      {pg_host(shard): {"condition": "service_healthy"}})

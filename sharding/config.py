@@ -112,7 +112,7 @@ def parse(raw: Any) -> Topology:
     shards = tuple(parse_shard(i, s) for i, s in enumerate(shards_raw))
     check_unique([s.name for s in shards], "shard name")
     check_unique([w for s in shards for w in s.writers], "writer address")
-    # One database under two names would be read, and summed, twice (README, Invariants 7).
+    # One database under two names would be read, and summed, twice (docs/design.md, Invariants 7).
     check_same_database(shards)
     if not any(s.active for s in shards):
         raise ConfigError("at least one shard must be active")
@@ -182,7 +182,7 @@ def redact_password(dsn: str) -> str:
 
 
 def check_same_database(shards: Sequence[Shard]) -> None:
-    """Two shards that name one database would count it twice (README, Invariants 7)."""
+    """Two shards that name one database would count it twice (docs/design.md, Invariants 7)."""
     seen: dict[tuple[str, int, str], str] = {}
     for shard in shards:
         database = database_of(shard.dsn)

@@ -35,7 +35,7 @@ SECRET = "reactions-postgres"
 AGGREGATOR_SERVICE = "aggregator"
 ENTRY_SERVICE = "reactions"
 ENTRY_PORT = 8000
-# A writer closes its main port while its database cannot commit (README, Writer):
+# A writer closes its main port while its database cannot commit (docs/design.md, Writer):
 # its probes use this second port, which stays open, so the pod is not restarted for it.
 WRITER_ADMIN_PORT = 9000
 VOLUME_SIZE = "10Gi"
@@ -123,7 +123,7 @@ def writers(shard: Shard) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for address in shard.writers:
         name, port = host_port(address)
-        # The shard file too: a writer places a batch's events as nginx would (README, Batches).
+        # The shard file too: a writer places a batch's events as nginx would (docs/contract.md, Batches).
         env = {"REACTIONS_DSN": shard.dsn, "REACTIONS_ADMIN_PORT": str(WRITER_ADMIN_PORT),
                "REACTIONS_SHARDS_FILE": f"{CONFIG_DIR}/shards.json"}
         found += [service(name, port, {LABEL: name}),
@@ -184,6 +184,6 @@ class PlainDumper(yaml.SafeDumper):
 
 def render(topology: Topology, shards_file_text: str, source: str = "shard file") -> str:
     header = (f"# Rendered by `python -m sharding render-kubernetes --shards-file {source}`; render again.\n"
-              f"# Needs the Secret {SECRET} (keys: password, pgpass): README, Kubernetes.\n")
+              f"# Needs the Secret {SECRET} (keys: password, pgpass): docs/operations.md, Kubernetes.\n")
     return header + yaml.dump_all(manifests(topology, shards_file_text, source), Dumper=PlainDumper,
                                   default_flow_style=False, sort_keys=False)

@@ -6,7 +6,7 @@ spellings. The canonical encoding is that of the query form: the username's
 UTF-8 bytes percent-encoded, every byte but the unreserved characters of
 RFC 3986 (``A-Z a-z 0-9 - . _ ~``) as ``%XX`` in upper case (Python's
 ``urllib.parse.quote(user, safe="")``). A single POST whose ``user=`` is sent
-in this encoding lands where a batch places the same user (README, Batches).
+in this encoding lands where a batch places the same user (docs/contract.md, Batches).
 """
 
 from __future__ import annotations

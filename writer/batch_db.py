@@ -1,6 +1,6 @@
 """A batch's part on this shard, committed in one set-based transaction.
 
-One transaction per part (README, Batches):
+One transaction per part (docs/contract.md, Batches):
 
 1. the key's lock (an advisory transaction lock on the key), so that two
    tries of one key on this shard never commit the same record twice;
@@ -11,9 +11,9 @@ One transaction per part (README, Batches):
 4. one statement for the rollups, computed from the set: each hour's
    counters added in hour order, its version bumped once under the row lock
    it then holds until commit, its first-seen users inserted with that
-   version (the per-hour version rules of README, Design), a NOTIFY of
+   version (the per-hour version rules of docs/design.md, Design), a NOTIFY of
    every late hour, and the part's own ``batch_parts`` row;
-5. the settle guard (writer/db.py ``guard_commit``, README, Invariants 8):
+5. the settle guard (writer/db.py ``guard_commit``, docs/design.md, Invariants 8):
    PostgreSQL rolls the part back rather than commit it past ``deadline``;
 6. COMMIT.
 

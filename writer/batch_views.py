@@ -1,6 +1,6 @@
 """HTTP handlers of batches: ``POST /analytics/batch`` and the internal part a writer sends another.
 
-Answers (README, Batches): 200 ``events,N\\nstored,N\\nalready_present,N\\n``
+Answers (docs/contract.md, Batches): 200 ``events,N\\nstored,N\\nalready_present,N\\n``
 once every part is committed; 400 for a bad batch (nothing stored); 413 past
 the limits; 422 for a key reused with another body; a plain 503 when no part
 stored anything and none is in doubt; else 504 marked

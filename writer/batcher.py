@@ -8,7 +8,7 @@ committed, with the error if the commit failed. ``batch_max_wait_ms`` bounds
 how long a flusher lingers for a fuller batch when the one it holds is small
 and another commit is already in flight.
 
-Every event has one of three outcomes (README, Invariants): committed (the
+Every event has one of three outcomes (docs/design.md, Invariants): committed (the
 future resolves), ``NotStored`` (certainly not committed: refused before it
 reached the database, or rolled back by it) or ``OutcomeUnknown`` (the commit
 was sent and its answer lost). An event that waited longer than
@@ -63,7 +63,9 @@ class ShuttingDown(NotStored):
 
 
 class TooLate(NotStored):
-    """Past its deadline (README, Invariants 8): refused unsent (``where="writer"``) or rolled back by PostgreSQL."""
+    """Past its deadline (docs/design.md, Invariants 8).
+
+    Refused unsent (``where="writer"``) or rolled back by PostgreSQL."""
 
     def __init__(self, reason: str, where: str = "writer") -> None:
         super().__init__(reason)
@@ -137,7 +139,7 @@ class GroupCommitter:
         self._max_queue_wait_s = max_queue_wait_s
         self._window_s = window_s
         # How many events the commit window waits for: those that were waiting
-        # when the last commit ended (README, Writer: the commit window).
+        # when the last commit ended (docs/design.md, Writer: the commit window).
         self._expected = 1
         # The open batch's size at which a lingering flusher wants to be woken.
         self._wake_at = 1

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # - the SELECT notifies the aggregators of every hour but the current one;
 #   PostgreSQL delivers a NOTIFY only if the transaction commits;
 # - with a deadline, ``guard`` is ``guard_commit``'s row: the transaction
-#   rolls back rather than commit past it (README, Invariants 8).
+#   rolls back rather than commit past it (docs/design.md, Invariants 8).
 COMMIT_BATCH = f"""
 WITH ev AS (
     INSERT INTO reactions (ts, hour, username, event, idem_key)
@@ -73,7 +73,7 @@ COMMIT_BATCH_GUARDED = COMMIT_BATCH.replace(
 async def guard_commit(conn: asyncpg.Connection, deadline: float) -> None:
     """Make the open transaction roll back if it would commit after ``deadline`` (seconds since the epoch).
 
-    Every write path calls it inside its transaction (README, Invariants 8).
+    Every write path calls it inside its transaction (docs/design.md, Invariants 8).
     It adds one row to ``commit_guard``; a deferred constraint trigger checks
     it once, when the transaction commits, against PostgreSQL's clock, and
     removes it (common/schema.py). A commit refused there raises an error
@@ -202,7 +202,7 @@ async def add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set
         log.info("created the raw log's partitions for days %s on demand", created)
 
 
-# The (key, part) records of batches past their own retention (README, Batches).
+# The (key, part) records of batches past their own retention (docs/contract.md, Batches).
 PRUNE_BATCH_PARTS = "DELETE FROM batch_parts WHERE committed_at < now() - make_interval(days => $1)"
 
 
@@ -311,7 +311,7 @@ async def open_pool(dsn: str, min_size: int, max_size: int, bounds: WaitBounds,
 
 
 # asyncpg's errors while a database starts, or is not reachable yet (any of
-# them may be transient while parts start in any order: README, Start order).
+# them may be transient while parts start in any order: docs/operations.md, Start order).
 NOT_YET = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 

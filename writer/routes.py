@@ -4,7 +4,7 @@ The writer is served by aiohttp's low-level server, not an Application's
 router: the router and the Application's request handling cost about 25 µs
 of CPU per request on the benchmark machine (a trivial 204 behind each, 44
 against 65 to 78 µs in all), a third of a no-op request, on the hottest path
-Reactions has (README, Performance). The Application still owns the
+Reactions has (docs/performance.md). The Application still owns the
 writer's lifecycle (writer/main.py); requests never go through it.
 """
 
@@ -23,7 +23,7 @@ View = Callable[[web.Application, web.BaseRequest], Awaitable[web.StreamResponse
 WRITE_PATH = "/analytics"
 WRITE_PREFIX = WRITE_PATH + "/"
 BATCH_PATH = WRITE_PATH + "/batch"
-# A batch (README, Batches), and the part of one that another writer sends (not routed by nginx).
+# A batch (docs/contract.md, Batches), and the part of one that another writer sends (not routed by nginx).
 BATCHES: dict[str, View] = {BATCH_PATH: batch_views.post_batch, PART_PATH: batch_views.post_part}
 READS: dict[str, View] = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}
 

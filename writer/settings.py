@@ -37,7 +37,7 @@ class Settings:
     # The commit window: a flusher with no commit in flight waits up to this
     # long (from the batch's first event) for as many events as were waiting
     # when the last commit ended. 0: commit whatever has arrived. Measured
-    # (README, Performance): 5 ms gave batches of 10 and 20% less CPU per
+    # (docs/performance.md): 5 ms gave batches of 10 and 20% less CPU per
     # event than 2 ms, at the same throughput and p99.
     commit_window_ms: float = 5.0
     # Events waiting for a commit, beyond which new ones get 503 Retry-After.
@@ -49,7 +49,7 @@ class Settings:
     flushers: int = 1
     # False: one transaction per request (the naive design, a benchmark baseline).
     batching: bool = True
-    # Every wait is bounded (README, Invariants), so that every POST is
+    # Every wait is bounded (docs/design.md, Invariants), so that every POST is
     # answered within queue_wait_s + acquire_timeout_s + commit_timeout_s
     # (2 s by default; nginx's read timeout is set above it):
     # - an event not taken into a commit within this is refused (503, never sent);
@@ -67,7 +67,7 @@ class Settings:
     # A second port serving /healthz, /readyz and /metrics that stays open while
     # the main one is closed because the database cannot commit (writer/gate.py).
     admin_port: int | None = None
-    # Waiting for the database at start (it may start after the writer: README,
+    # Waiting for the database at start (it may start after the writer: docs/operations.md,
     # Start order): each try to connect is bounded by connect_timeout_s; the
     # tries go on forever, the pause between them doubling up to
     # connect_backoff_max_s. Meanwhile the write port stays closed.
@@ -76,7 +76,7 @@ class Settings:
     # Raw events are kept this many whole days before today (then their day's
     # partition is dropped); rollups are kept forever (common/partitions.py).
     raw_retention_days: int = 30
-    # POST /analytics/batch (README, Batches). The topology, to place each
+    # POST /analytics/batch (docs/contract.md, Batches). The topology, to place each
     # event where a single POST of its user would land: the shard file (a
     # path polled this often) or its URL; neither: every event stays here.
     shards_file: str | None = None
@@ -101,7 +101,7 @@ class Settings:
     # The (key, part) records of committed batch parts are kept this long,
     # whatever the raw log's retention: a retry later than this may count twice.
     batch_key_retention_days: int = 7
-    # The settle bound (README, Invariants 8) and what it is derived from: a
+    # The settle bound (docs/design.md, Invariants 8) and what it is derived from: a
     # write commits no later than nginx's stamp + settle − staleness − skew
     # margin (writer/settle.py), 2.5 s by default, above the answer bound.
     settle_s: float = SETTLE_BOUND_S

@@ -2,7 +2,7 @@
 
 nginx stamps every write it forwards with its send time (``X-Reactions-Sent:
 $msec``, seconds with milliseconds). A write may commit until its deadline,
-the stamp + settle − staleness − skew margin (README, Invariants 8): past it,
+the stamp + settle − staleness − skew margin (docs/design.md, Invariants 8): past it,
 the writer refuses it unsent (503, certainly not stored), and PostgreSQL
 rolls back a transaction that would commit later (writer/db.py
 ``guard_commit``). So a request that reached the writer late (a partition

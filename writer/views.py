@@ -15,7 +15,7 @@ from writer.batcher import NotStored, OutcomeUnknown, Overloaded, TooLate, late
 from writer.keys import CLOCKS, COMMITTER, HEALTH, METRICS, SETTINGS, STARTING
 
 RETRY_AFTER_S = "1"
-# Marks an answer whose event may or may not be stored (README, HTTP contract).
+# Marks an answer whose event may or may not be stored (docs/contract.md).
 OUTCOME_HEADER = "X-Reactions-Outcome"
 
 
@@ -90,7 +90,7 @@ async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response
 
     Before the probe runs, the writer is still starting: it says what it waits for.
     The second line reports the clocks' skew. A clock off by more than the
-    margin leaves the writer ready (README, Writer: clocks), and says so here.
+    margin leaves the writer ready (docs/design.md, Writer: clocks), and says so here.
     """
     if HEALTH not in app:
         starting = app[STARTING]

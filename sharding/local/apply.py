@@ -91,7 +91,8 @@ def database_facts(shard: Shard, passfile: Path) -> DatabaseFacts:
         return asyncio.run(inspect_database(shard.dsn, passfile))
     except asyncpg.InvalidPasswordError:
         raise Refused(f"shard {shard.name}: {redact_password(shard.dsn)} refused the password of {passfile} "
-                      "(copy the cluster's passfile to that host's PostgreSQL, README: Running on several hosts)"
+                      "(copy the cluster's passfile to that host's PostgreSQL, "
+                      "docs/operations.md, Running on several hosts)"
                       ) from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise Refused(f"shard {shard.name}: cannot reach its database {redact_password(shard.dsn)} "

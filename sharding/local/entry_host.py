@@ -84,7 +84,8 @@ def bring_up(cluster: LocalCluster, signals: SignalQueue) -> tuple[Topology, dic
     if cluster.applied_file.exists():
         return cluster.running_topology(), {}
     if not cluster.shards_file.exists():
-        raise ClusterError(f"no shard file at {cluster.shards_file}: write one (README, Running on several hosts)")
+        raise ClusterError(f"no shard file at {cluster.shards_file}: "
+                           "write one (docs/operations.md, Running on several hosts)")
     desired = load(cluster.shards_file)
     record = IdentityRecord.read(cluster.identities_file)
     changes = plan(Topology(shards=()), desired, frozenset(record.removed))

@@ -5,7 +5,7 @@ shard's PostgreSQL of the cluster has that password for its ``postgres`` role
 (scram-sha-256), and every client (writers, aggregators, ``apply``, psql) finds
 it through ``PGPASSFILE`` or asyncpg's ``passfile=``. The secret never appears
 in a DSN, an argument, an environment variable's value, a log or ``status``.
-Across hosts, the user copies this one file to every host (README, Running on
+Across hosts, the user copies this one file to every host (docs/operations.md, Running on
 several hosts). SCRAM never sends the password itself to the server.
 """
 

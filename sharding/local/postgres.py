@@ -40,7 +40,7 @@ PID_START_SLACK_S = 3.0
 # postmaster) may take to go: backends notice the postmaster's death at their
 # next wait, which under load is a moment, not minutes.
 CRASH_CLEANUP_TIMEOUT_S = 30.0
-# Every connection, local socket or TCP, proves the password (README, The local stack).
+# Every connection, local socket or TCP, proves the password (docs/operations.md, The local stack).
 AUTH_METHOD = "scram-sha-256"
 # Off loopback, who may connect (with the password): the host's own subnet, unless told otherwise.
 DEFAULT_ALLOWED_CLIENTS = "samenet"

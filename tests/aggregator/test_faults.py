@@ -50,7 +50,7 @@ async def test_stopped_shard_then_recovery(shard_dsns: list[str], clock: Clock, 
     await write(shard_dsns[0], clock.hour, ["cy"], clock.hour)
 
     # Stale-marked, the answer is the last complete snapshot (as of Stale-Since), never a mix with
-    # what the shards still up have had since (README, Invariants 4).
+    # what the shards still up have had since (docs/design.md, Invariants 4).
     async def stale() -> bool:
         status, text, headers = await live_answer(client, clock)
         return status == 200 and headers.get("X-Reactions-Stale") == "true" and text == body(2, 2, 0)

@@ -4,7 +4,7 @@ The images are what users build (debian:bookworm-slim, made with debootstrap
 where it cannot be pulled, and Debian's packages); nothing stands in for them.
 Against the stack on a free port: the contract, every container healthy,
 SIGKILLs from the host under the audit load, `make docker-down` then
-`make docker-up` keeping every count, a shard added with the README's steps.
+`make docker-up` keeping every count, a shard added with the steps of docs/operations.md (Docker compose).
 The tests run in this file's order on one stack (session-scoped).
 """
 
@@ -41,7 +41,7 @@ SHARD_DBS = ["pg-a", "pg-b", "pg-c"]
 RECOVERY_S = 60.0
 # nginx's failure mark on a writer lasts fail_timeout (5 s); with a margin for a loaded machine.
 USERS_BACK_S = 15.0
-# An answer not marked stale may lag the commits by this (README, Invariants 5).
+# An answer not marked stale may lag the commits by this (docs/design.md, Invariants 5).
 STALENESS_S = 2.0
 
 
@@ -188,7 +188,7 @@ async def test_docker_down_then_up_keeps_every_count(stack: ComposeStack) -> Non
 
 
 def render(stack: ComposeStack) -> None:
-    """The README's step: both files rendered again from docker/shards.json."""
+    """The step of docs/operations.md (Docker compose): both files rendered again from docker/shards.json."""
     for command, target in [("render-compose", "docker-compose.yml"), ("render-nginx", "docker/nginx.conf")]:
         text = stack.run([str(VENV / "bin" / "python"), "-m", "sharding", command, "--shards-file",
                           "docker/shards.json"]).stdout

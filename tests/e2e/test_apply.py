@@ -122,7 +122,9 @@ async def test_a_new_dsn_that_reaches_the_same_database_is_applied(cluster: Loca
 
 
 def test_the_password_shows_nowhere_but_in_the_passfile(cluster: LocalCluster) -> None:
-    """Not in the process list, status, the shard files, nginx's configuration or any log (README, The local stack)."""
+    """Not in the process list, status, the shard files, nginx's configuration or any log.
+
+    docs/operations.md, The local stack."""
     secret = password_of(cluster.passfile, PG_USER)
     assert oct(cluster.passfile.stat().st_mode & 0o777) == "0o600"
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout

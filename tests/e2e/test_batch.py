@@ -28,7 +28,7 @@ from tests.support.cluster import (
 from tests.support.freeze import frozen
 from tests.waiting import wait_until
 
-# nginx answers every request within 3 s (README, Invariants 6); the margin is for a loaded machine.
+# nginx answers every request within 3 s (docs/design.md, Invariants 6); the margin is for a loaded machine.
 ANSWER_BOUND_S = 3.0 + 1.0
 # Usernames nginx would hash differently in other spellings.
 AWKWARD = ["a,b", 'say "hi"', "a b", "x+y", "s/l", "é", "🏳️‍🌈", "100%"]

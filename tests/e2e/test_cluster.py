@@ -95,7 +95,7 @@ async def test_the_series_through_nginx_is_the_one_hour_answers(cluster: LocalCl
 
 
 # Usernames that str.isprintable() refused, and pairs that differ only by an
-# invisible character: each is its own user (README, "The HTTP contract").
+# invisible character: each is its own user (docs/contract.md).
 UNUSUAL_NAMES = ["👨\u200d👩\u200d👧", "🏳️\u200d🌈", "🏳️🌈", "no\u00a0break", "no break", "soft\u00adhyphen",
                  "softhyphen", "\U0001fae8", "a+b", "a b", "%41", "A"]
 

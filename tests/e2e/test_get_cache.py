@@ -17,7 +17,7 @@ from sharding.local.processes import alive
 from tests.support.cluster import base_url, own_past_hour_ts, post, start_cluster, unique_users
 from tests.waiting import wait_until
 
-# README, Invariants 5: from a 204 to an unmarked answer at the entry point.
+# docs/design.md, Invariants 5: from a 204 to an unmarked answer at the entry point.
 STALENESS_BOUND_S = 2.0
 
 

@@ -2,7 +2,7 @@
 loses a connection in the middle of a commit, or is replaced behind its DSN.
 
 They run on a GrayCluster (tests/support/gray_cluster.py). Each checks what
-the contract promises while the fault lasts (README, Invariants 6) and
+the contract promises while the fault lasts (docs/design.md, Invariants 6) and
 returns notes with what it measured; a broken promise raises AssertionError:
 
 - the shard's writer stops taking writes (it refuses connections) within
@@ -271,7 +271,8 @@ def replace_database(pg: LocalPostgres) -> str:
         side.start()  # a new initdb: a new system identifier; create_database: a new OID
         try:
             client("pg_restore", side, "-d", "reactions", str(dump))
-            # What every restore must end with (README): the copy is a new shard database.
+            # What every restore must end with (docs/operations.md, Restoring a shard):
+            # the copy is a new shard database.
             client("psql", side, "-d", "reactions", "-qc", "UPDATE schema_info SET shard_uuid = gen_random_uuid()")
         finally:
             side.stop()
@@ -331,7 +332,7 @@ def held_to_the_end(relay: Relay) -> tuple[float, float, bytes]:
 
 async def late_delivery(cluster: GrayCluster, load: Load) -> list[str]:
     """A POST held on nginx's link to shard b's writer and a commit held on shard a's link to its database,
-    each delivered LATE_BY_S later (README, Invariants 8): refused as late and rolled back, never counted."""
+    each delivered LATE_BY_S later (docs/design.md, Invariants 8): refused as late and rolled back, never counted."""
     assert cluster.relay is not None and cluster.writer_relay is not None
     await asyncio.to_thread(cluster.writer_relay.hold, LATE_BY_S, b"POST /analytics")
     await asyncio.to_thread(cluster.relay.hold, LATE_BY_S, load.plan.prefix.encode())

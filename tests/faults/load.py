@@ -67,7 +67,7 @@ class LoadPlan:
     max_seconds: float = 60.0
     request_timeout_s: float = 5.0
     max_attempts: int = 8
-    # An answer not marked stale may lag commits by at most this (README,
+    # An answer not marked stale may lag commits by at most this (docs/design.md,
     # Invariants 5: twice the refresh interval at the entry point).
     staleness_s: float = 2.0
     read_pause_s: float = 0.02

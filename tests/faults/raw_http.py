@@ -17,7 +17,7 @@ from sharding.config import load as load_topology
 from sharding.local.cluster import LocalCluster
 
 # Every answer a hostile request may get through the entry point.
-# 204/400/404/405/413/503: the HTTP contract (README). 414: nginx's own
+# 204/400/404/405/413/503: the HTTP contract (docs/contract.md). 414: nginx's own
 # answer to a request line longer than one large_client_header_buffers buffer
 # (8k by default, ngx_http_core_module docs).
 ALLOWED_STATUSES = frozenset({204, 400, 404, 405, 413, 414, 503})

@@ -55,7 +55,7 @@ class Sent:
     ambiguous_at: list[float] = field(default_factory=list)  # ... and each ambiguous answer came
     refusals: list[str] = field(default_factory=list)
     # Acknowledged after a backup and gone with the restore from it: the
-    # audit's finding, an expected loss (README, Backup and restore).
+    # audit's finding, an expected loss (docs/operations.md, Backup and restore).
     lost_by_restore: bool = False
 
     @property

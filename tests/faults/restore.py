@@ -1,7 +1,7 @@
 """The restore drill: back up a shard while the load runs, let more writes land, restore it behind the same DSN.
 
 The backup is a ``pg_dump`` of the running shard; the restore is the
-README's procedure: a new cluster on a side port that no writer knows, the
+procedure of docs/operations.md (Backup and restore): a new cluster on a side port that no writer knows, the
 dump restored into it, a new schema UUID, then served on the shard's port.
 Events acknowledged on that shard between the backup and the restore are
 gone with the old database; the audit reports them as lost by the restore

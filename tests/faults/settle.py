@@ -1,4 +1,4 @@
-"""How long unknown outcomes took to settle, measured during a load (README, Invariants 8).
+"""How long unknown outcomes took to settle, measured during a load (docs/design.md, Invariants 8).
 
 ``SettleWatch`` polls every shard's raw log for the events of the load that
 got an ambiguous answer (504 unknown, or none) and notes when the number of

@@ -121,7 +121,8 @@ def print_summary(outcomes: list[Outcome], final: AuditReport, elapsed: float) -
             f"{sum(r.duplicated for r in reports):>12}{sum(len(r.lost) for r in reports):>6}"
             f"{sum(len(r.wrong) for r in reports):>7}{sum(len(r.refused_but_stored) for r in reports):>17}"
             f"{max(r.slowest_s for r in reports):>8.2f}s")
-    say(f"\nhow long unknown outcomes took to settle (README, Invariants 8: within {SETTLE_BOUND_S:g}s of the answer):")
+    say(f"\nhow long unknown outcomes took to settle "
+        f"(docs/design.md, Invariants 8: within {SETTLE_BOUND_S:g}s of the answer):")
     for name, settles in per_fault_settle(outcomes).items():
         unknowns = sum(r.unknown_answers for r in settles)
         late = sum(r.late_changes for r in settles)

@@ -71,7 +71,7 @@ def acknowledged(faults_cluster: LocalCluster, hour: int) -> Iterator[Acknowledg
 # -- structured writes, with a model of the contract ---------------------------
 
 # What a username may hold: anything but control characters (Cc) and surrogates
-# (README, "The HTTP contract"), including format characters such as the ZWJ,
+# (docs/contract.md), including format characters such as the ZWJ,
 # every kind of space, private use and code points unassigned in Python's tables.
 USERNAME_CHARACTERS = st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"))
 usernames = st.one_of(
@@ -103,7 +103,7 @@ writes = st.builds(Write, st.sampled_from(["path", "event", "flag"]), timestamps
 
 
 def model(write: Write, ts: str, key: str | None) -> int:
-    """The status the contract gives this write (README, "The HTTP contract")."""
+    """The status the contract gives this write (docs/contract.md)."""
     if write.form == "path" and "\x00" in ts + write.user + write.event:
         return 400  # nginx itself refuses a %00 in the path (ngx_http_parse_complex_uri), before any location
     if write.form == "path" and (not ts or not write.user or not write.event):

@@ -22,7 +22,7 @@ from tests.faults.settle import POLL_S
 from tests.support.gray_cluster import GrayCluster, gray_cluster
 from tests.support.netns import require_netns
 
-# A PostgreSQL frozen between a commit's guard and its visibility may make it visible late (README, Writer).
+# A PostgreSQL frozen between a commit's guard and its visibility may make it visible late (docs/design.md, Writer).
 FROZEN_DATABASE = "PostgreSQL frozen"
 
 
@@ -44,5 +44,6 @@ async def test_gray_failure_under_load(cluster: GrayCluster, name: str) -> None:
     assert_clean(report)
     assert report.acknowledged > 0 and report.counted >= report.acknowledged
     assert report.slowest_s <= ANSWER_BOUND_S + MARGIN_S, f"an answer took {report.slowest_s:.2f}s: {report.slowest}"
-    if name != FROZEN_DATABASE:  # the stated exception: a commit paused after its guard's check (README, Writer)
+    # The stated exception: a commit paused after its guard's check (docs/design.md, Writer).
+    if name != FROZEN_DATABASE:
         assert outcome.settle.settled_s <= SETTLE_BOUND_S + POLL_S, outcome.settle.line()

@@ -1,4 +1,4 @@
-"""Late delivery, forced (README, Invariants 8): an event answered unknown settles within S of its answer.
+"""Late delivery, forced (docs/design.md, Invariants 8): an event answered unknown settles within S of its answer.
 
 A relay holds one request's bytes and delivers them HOLD_S later, the way TCP
 retransmits what it kept once a partition heals: on the nginx→writer link

@@ -69,7 +69,7 @@ class Load:
     acknowledged: set[str] = field(default_factory=set)
     acknowledged_at: list[float] = field(default_factory=list)
     # Users with an attempt whose outcome is unknown (504 marked, or no answer): possibly counted twice
-    # if the retry landed on another shard (README, Gray failures: the one limit).
+    # if the retry landed on another shard (docs/design.md, Gray failures: the one limit).
     unknown: set[str] = field(default_factory=set)
     answers: dict[int, int] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -265,7 +265,7 @@ async def late_refusals(session: aiohttp.ClientSession, writer: str) -> float:
 
 
 async def test_a_write_retransmitted_after_a_partition_heals_is_never_counted(hosts: Hosts) -> None:
-    """README, Invariants 8: the counts S after the unknown answer are final, whatever TCP delivers later."""
+    """docs/design.md, Invariants 8: the counts S after the unknown answer are final, whatever TCP delivers later."""
     ts = own_past_hour_ts()
     victim = hosts.shard_hosts[hosts.topology().active_shards[0].name]
     ring = Ring.build(s.writers[0] for s in hosts.topology().active_shards)

@@ -29,7 +29,7 @@ from sharding.ring import Ring
 from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.waiting import wait_until
 
-# Every request through nginx is answered within this (README, Invariants 6).
+# Every request through nginx is answered within this (docs/design.md, Invariants 6).
 ANSWER_BOUND_S = 3.0
 
 

@@ -1,4 +1,7 @@
-"""``make status``'s health column for a writer: ready, and whether its clock is off (README, Writer: clocks)."""
+"""``make status``'s health column for a writer: ready, and whether its clock is off.
+
+docs/design.md, Writer: clocks.
+"""
 
 from __future__ import annotations
 

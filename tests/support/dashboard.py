@@ -16,7 +16,7 @@ from common.hours import MS_PER_HOUR, hour_of, hour_start_ms, now_ms
 from tests.support.cluster import post
 
 # The page polls once a second; the API's live hour is unmarked only while it
-# counts every event acknowledged 2 s before (README, Invariants 5).
+# counts every event acknowledged 2 s before (docs/design.md, Invariants 5).
 POLL_S = 1.0
 STALENESS_BOUND_S = 2.0
 # A copy of the screenshot goes here too when set (how docs/dashboard.png is made).

@@ -1,4 +1,4 @@
-"""Probing a part over HTTP while it waits for what it needs (README, Start order)."""
+"""Probing a part over HTTP while it waits for what it needs (docs/operations.md, Start order)."""
 
 from __future__ import annotations
 

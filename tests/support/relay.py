@@ -12,7 +12,7 @@ SIGTERM, or the end of stdin (the test that started it died), stops the
 relay. It prints ``listening HOST:PORT`` once it accepts, ``cut N`` after
 each cut and ``delay MS`` after each switch.
 
-Late delivery (README, Invariants 8: what a partition that heals does, by TCP
+Late delivery (docs/design.md, Invariants 8: what a partition that heals does, by TCP
 retransmission): the stdin line ``hold SECONDS HEX`` arms a hold (``armed``).
 The next chunk from a client that contains the bytes HEX is held with
 everything after it on that connection, and delivered SECONDS after it came

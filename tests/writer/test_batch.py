@@ -217,8 +217,9 @@ def test_the_answer_keeps_the_outcomes_apart() -> None:
 
 async def test_a_batch_past_its_deadline_is_refused_and_a_late_part_rolled_back(writer_client: WriterClient,
                                                                                 shard_dsn: str) -> None:
-    """The settle bound (README, Invariants 8): nginx's stamp long past, nothing stored; a part whose commit would
-    come past its deadline is rolled back by PostgreSQL's commit guard."""
+    """The settle bound (docs/design.md, Invariants 8): nginx's stamp long past, nothing stored.
+
+    A part whose commit would come past its deadline is rolled back by PostgreSQL's commit guard."""
     client = await writer_client()
     body = csv_of([(TS, "u", "click")])
     status, text = await post_batch(client, body, headers={"X-Reactions-Sent": f"{time.time() - 60:.3f}"})

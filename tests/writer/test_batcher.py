@@ -124,7 +124,7 @@ async def test_events_that_waited_too_long_are_refused_unsent() -> None:
 
 
 async def test_events_past_their_deadline_are_refused_unsent_and_a_batch_carries_the_earliest() -> None:
-    """README, Invariants 8: a write is committed by its deadline or never."""
+    """docs/design.md, Invariants 8: a write is committed by its deadline or never."""
     commits = GatedCommits()
     c = committer(commits)
     blocker = asyncio.ensure_future(c.submit(reaction(0)))

@@ -1,4 +1,4 @@
-"""The settle bound on the writer (README, Invariants 8): a write past its deadline is never stored.
+"""The settle bound on the writer (docs/design.md, Invariants 8): a write past its deadline is never stored.
 
 The deadline is nginx's stamp + settle − staleness − skew margin; the writer
 refuses a write past it unsent, and PostgreSQL's commit guard rolls back a
