@@ -140,7 +140,6 @@ class ShardSet:
         await asyncio.gather(*(close_pool(h.pool) for h in removed))
         return TopologyChange(tuple(added), tuple(h.name for h in removed))
 
-
     async def _open_pool(self, dsn: str) -> asyncpg.Pool:
         """A lazy pool (min_size 0: nothing connects here), its sessions bounded server-side too."""
         return await asyncpg.create_pool(

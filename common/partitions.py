@@ -82,6 +82,7 @@ async def _ddl(conn: asyncpg.Connection, statements: Iterable[tuple[str, tuple[o
 
 
 async def existing_days(conn: asyncpg.Connection) -> set[int]:
+    """The days that have a partition: one catalog query."""
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'reactions'::regclass AND c.relkind = 'r'"
@@ -89,13 +90,14 @@ async def existing_days(conn: asyncpg.Connection) -> set[int]:
     return {day for day in (day_of_partition(r["relname"]) for r in rows) if day is not None}
 
 
-async def ensure_days(conn: asyncpg.Connection, days: Iterable[int]) -> list[int]:
+async def ensure_days(conn: asyncpg.Connection, days: Iterable[int], existing: set[int] | None = None) -> list[int]:
     """Create the partitions of ``days`` that do not exist; the days created.
 
+    ``existing``: the days known to have one (default: asked of the catalog).
     Another writer creating the same day at the same moment is fine: the
     day exists either way.
     """
-    missing = sorted(set(days) - await existing_days(conn))
+    missing = sorted(set(days) - (await existing_days(conn) if existing is None else existing))
     created = []
     for day in missing:
         sql = (f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF reactions "
@@ -108,9 +110,14 @@ async def ensure_days(conn: asyncpg.Connection, days: Iterable[int]) -> list[int
     return created
 
 
-async def ensure_ahead(conn: asyncpg.Connection, today: int) -> list[int]:
+def days_ahead(today: int) -> range:
+    """Yesterday, today and the next DAYS_AHEAD days: those whose partitions are made ahead."""
+    return range(today - 1, today + DAYS_AHEAD + 1)
+
+
+async def ensure_ahead(conn: asyncpg.Connection, today: int, existing: set[int] | None = None) -> list[int]:
     """Yesterday's, today's and the next DAYS_AHEAD days' partitions."""
-    return await ensure_days(conn, range(today - 1, today + DAYS_AHEAD + 1))
+    return await ensure_days(conn, days_ahead(today), existing)
 
 
 @dataclass(frozen=True)
@@ -122,15 +129,19 @@ class Pruned:
     bytes: int
 
 
-async def prune(conn: asyncpg.Connection, today: int, retention_days: int) -> list[Pruned]:
+async def prune(conn: asyncpg.Connection, today: int, retention_days: int,
+                existing: set[int] | None = None) -> list[Pruned]:
     """Drop every day partition older than the retention, recording each day in ``raw_pruned``.
 
-    One transaction per day: a day is recorded as pruned if and only if its
-    partition is gone.
+    ``existing``: the days known to have a partition (default: asked of the
+    catalog). One transaction per day: a day is recorded as pruned if and
+    only if its partition is gone.
     """
     first_kept = days_to_keep(today, retention_days)
+    if existing is None:
+        existing = await existing_days(conn)
     dropped = []
-    for day in sorted(d for d in await existing_days(conn) if d < first_kept):
+    for day in sorted(d for d in existing if d < first_kept):
         name = partition_name(day)
         size = int(await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", name))
         await _ddl(conn, [
@@ -140,6 +151,16 @@ async def prune(conn: asyncpg.Connection, today: int, retention_days: int) -> li
         ])
         dropped.append(Pruned(day, name, size))
     return dropped
+
+
+async def upkeep(conn: asyncpg.Connection, today: int, retention_days: int) -> tuple[list[int], list[Pruned]]:
+    """A maintenance round: the partitions ahead made, then the days past the retention dropped.
+
+    The catalog is asked once: after the first step the days ahead exist too.
+    """
+    existing = await existing_days(conn)
+    created = await ensure_ahead(conn, today, existing)
+    return created, await prune(conn, today, retention_days, existing | set(days_ahead(today)))
 
 
 def hour_range_text(day: int) -> str:

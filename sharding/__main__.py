@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,11 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def render_nginx(args: argparse.Namespace) -> None:
-    layout = nginx.NginxLayout.container()
-    layout = nginx.NginxLayout(listen=args.listen, runtime_dir=args.runtime_dir, access_log=layout.access_log,
-                               error_log=layout.error_log, access_log_buffer=layout.access_log_buffer,
-                               static_root=args.static_root, js_file=layout.js_file,
-                               cache_listen=layout.cache_listen)
+    layout = dataclasses.replace(nginx.NginxLayout.container(), listen=args.listen, runtime_dir=args.runtime_dir,
+                                 static_root=args.static_root)
     sys.stdout.write(nginx.render(load(args.shards_file), layout, args.shards_file))
 
 

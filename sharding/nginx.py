@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sharding.config import ConfigError, Topology
@@ -76,6 +76,25 @@ class NginxLayout:
                    error_log="stderr", access_log_buffer="", static_root=DASHBOARD_IN_CONTAINER,
                    js_file=JS_IN_IMAGE, cache_listen=CONTAINER_CACHE_LISTEN)
 
+    def template_values(self) -> dict[str, str]:
+        """The template's placeholders this layout fills.
+
+        Every field is a placeholder of its own name, but for those in
+        DECIDING_FIELDS, which decide the placeholders computed here.
+        """
+        values = {name: value for name, value in asdict(self).items() if name not in DECIDING_FIELDS}
+        return values | {
+            "fresh_cache": "reactions_fresh" if self.get_cache else "off",
+            "cached_reads_upstream": "reactions_hours" if self.get_cache else "reactions_aggregators",
+            "cache_listen": self.cache_listen or f"unix:{self.runtime_dir}/{CACHE_SOCKET}",
+            "topology_server": topology_server(self),
+        }
+
+
+# NginxLayout's fields that are no placeholder as they are: the template sees
+# what they decide (NginxLayout.template_values).
+DECIDING_FIELDS = frozenset({"topology_listen", "topology_file", "cache_listen", "get_cache"})
+
 
 def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:
     # max_fails/fail_timeout: a writer that refused a connection is skipped
@@ -128,19 +147,8 @@ def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard fi
         "shards_file": shards_file,
         "writer_servers": upstream_servers(writers),
         "aggregator_servers": upstream_servers(topology.aggregators),
-        "listen": layout.listen,
-        "runtime_dir": layout.runtime_dir,
-        "access_log": layout.access_log,
-        "access_log_buffer": layout.access_log_buffer,
-        "error_log": layout.error_log,
-        "worker_processes": layout.worker_processes,
-        "static_root": layout.static_root,
         "js_module": JS_MODULE,
-        "js_file": layout.js_file,
-        "fresh_cache": "reactions_fresh" if layout.get_cache else "off",
-        "cached_reads_upstream": "reactions_hours" if layout.get_cache else "reactions_aggregators",
-        "cache_listen": layout.cache_listen or f"unix:{layout.runtime_dir}/{CACHE_SOCKET}",
-        "topology_server": topology_server(layout),
+        **layout.template_values(),
     }
     values["generation"] = generation(values)
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], TEMPLATE.read_text())

@@ -214,8 +214,7 @@ async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int
     With ``batch_key_retention_days``, batch parts' records older than that are deleted too.
     """
     async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
-        created = await partitions.ensure_ahead(conn, today)
-        pruned = await partitions.prune(conn, today, retention_days)
+        created, pruned = await partitions.upkeep(conn, today, retention_days)
         if batch_key_retention_days is not None:
             status = await conn.execute(PRUNE_BATCH_PARTS, batch_key_retention_days)
             if status != "DELETE 0":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.connection import LoggedQuery
 
 from common import partitions, rollups
 from common.events import Event, Reaction
@@ -52,6 +53,31 @@ async def test_prune_drops_old_days_and_keeps_every_rollup(shard_dsn: str) -> No
     assert await fetchval(shard_dsn, "SELECT array_agg(day) FROM raw_pruned") == [dropped[0].day]
     assert [await rollup(shard_dsn, h) for h in (OLD_HOUR, BASE_HOUR - 29 * 24, BASE_HOUR)] == before
     assert await prune(shard_dsn) == []
+
+
+async def test_an_upkeep_round_makes_the_days_ahead_and_drops_the_old_asking_the_catalog_once(
+        shard_dsn: str) -> None:
+    await write(shard_dsn, OLD_HOUR, ["ann"], BASE_HOUR)
+    catalog_queries: list[str] = []
+
+    def log_catalog_query(logged: LoggedQuery) -> None:
+        if "pg_inherits" in logged.query:
+            catalog_queries.append(logged.query)
+
+    conn = await asyncpg.connect(shard_dsn)
+    try:
+        before = await partitions.existing_days(conn)
+        conn.add_query_logger(log_catalog_query)
+        created, pruned = await partitions.upkeep(conn, TODAY, 30)
+        conn.remove_query_logger(log_catalog_query)
+        after = await partitions.existing_days(conn)
+    finally:
+        await conn.close()
+
+    assert len(catalog_queries) == 1
+    assert created == sorted(set(partitions.days_ahead(TODAY)) - before)
+    assert [p.day for p in pruned] == [partitions.day_of_hour(OLD_HOUR)]
+    assert after == (before | set(partitions.days_ahead(TODAY))) - {partitions.day_of_hour(OLD_HOUR)}
 
 
 async def test_a_late_event_for_a_pruned_day_is_counted_and_leaves_its_hour_uncovered(shard_dsn: str) -> None:
