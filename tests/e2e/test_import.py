@@ -1,0 +1,143 @@
+"""``python -m sharding import`` end to end: the seed's table, through nginx's batch endpoint, exact against SQL.
+
+Each test imports into its own range of hours of the module's cluster, so
+their counts do not mix: the last 10 days, then older ranges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sharding.local.cluster import LocalCluster
+from sharding.local.postgres import LocalPostgres
+from tests.support.cluster import base_url, cli_env, shards_holding, start_cluster, topology
+from tests.support.freeze import frozen
+from tests.support.importing import (
+    IMPORT_DEADLINE_S,
+    add_bad_rows,
+    make_table,
+    run_import,
+    source_hours,
+    start_import,
+    summary_of,
+    wait_hours_equal,
+)
+from tests.support.passwords import session_passfile
+from tests.support.shard_db import fetchval
+from tests.waiting import wait_until
+
+SOURCE_DATABASE = "import_e2e"
+# Past the staleness bound (2 s) and the settle of late writes, with a margin for this loaded machine.
+SETTLE_S = 30.0
+BAD_ROWS = [("alice", "like"), ("", "click"), ("bob", "")] * 5
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    yield from start_cluster(shards=3, aggregators=1)
+
+
+@pytest.fixture
+def source_dsn(postgres: LocalPostgres) -> str:
+    postgres.create_database(SOURCE_DATABASE)
+    return postgres.dsn_for(SOURCE_DATABASE)
+
+
+def env_of(cluster: LocalCluster) -> dict[str, str]:
+    """A user's shell for this cluster (PORT, DATA_DIR), able to log in to the source database."""
+    return {**cli_env(cluster), "PGPASSFILE": str(session_passfile())}
+
+
+async def stored_between(cluster: LocalCluster, first_hour: int, last_hour: int) -> int:
+    total = 0
+    for shard in topology(cluster).shards:
+        count = await fetchval(shard.dsn, "SELECT count(*) FROM reactions WHERE hour BETWEEN $1 AND $2",
+                               first_hour, last_hour)
+        assert isinstance(count, int)
+        total += count
+    return total
+
+
+async def test_a_100000_row_table_over_the_last_10_days_is_imported_exactly(cluster: LocalCluster, source_dsn: str,
+                                                                            tmp_path: Path) -> None:
+    await make_table(source_dsn, rows=100_000, users=5_000, span_days=10)
+    await add_bad_rows(source_dsn, BAD_ROWS)
+    expected = await source_hours(source_dsn)
+    rejects = tmp_path / "rejects.csv"
+    summary = await run_import(["--from-dsn", source_dsn, "--rejects", str(rejects)], env_of(cluster))
+    assert summary.status == 0, summary.stderr
+    assert (summary.imported, summary.already_present, summary.refused) == (100_000, 0, len(BAD_ROWS))
+    assert len(rejects.read_text().splitlines()) == 1 + len(BAD_ROWS)
+    assert "event must be click or impression" in rejects.read_text()
+    await wait_hours_equal(base_url(cluster), expected, SETTLE_S)
+
+
+async def test_killed_midway_then_run_again_counts_every_row_once(cluster: LocalCluster, source_dsn: str,
+                                                                  tmp_path: Path) -> None:
+    rows = 20_000
+    await make_table(source_dsn, rows=rows, users=2_000, span_days=3, end_days=20)
+    expected = await source_hours(source_dsn)
+    first, last = min(expected), max(expected)
+    args = ["--from-dsn", source_dsn, "--rejects", str(tmp_path / "rejects.csv"),
+            "--batch-events", "200", "--concurrency", "2"]
+    proc = await start_import(args, env_of(cluster))
+    try:
+        await wait_until(lambda: at_least(cluster, first, last, rows // 10), "a tenth of the rows stored",
+                         IMPORT_DEADLINE_S, 0.01)
+    finally:
+        proc.kill()
+        await proc.wait()
+    at_kill = await stored_between(cluster, first, last)
+    assert at_kill < rows, "killed midway (the import had not finished)"
+    summary = await run_import(args, env_of(cluster))
+    assert summary.status == 0, summary.stderr
+    assert summary.imported + summary.already_present == rows
+    assert summary.already_present >= at_kill
+    await wait_hours_equal(base_url(cluster), expected, SETTLE_S)
+
+
+async def at_least(cluster: LocalCluster, first: int, last: int, count: int) -> bool:
+    return await stored_between(cluster, first, last) >= count
+
+
+async def test_a_shard_frozen_during_the_import_is_exact_after_the_thaw(cluster: LocalCluster, source_dsn: str,
+                                                                        tmp_path: Path) -> None:
+    rows = 8_000
+    await make_table(source_dsn, rows=rows, users=800, span_days=2, end_days=30)
+    expected = await source_hours(source_dsn)
+    first, last = min(expected), max(expected)
+    args = ["--from-dsn", source_dsn, "--rejects", str(tmp_path / "rejects.csv"),
+            "--batch-events", "200", "--concurrency", "2"]
+    proc = await start_import(args, env_of(cluster))
+    notes: list[str] = []
+    assert proc.stderr is not None
+    reading = asyncio.create_task(read_lines(proc.stderr, notes))
+    try:
+        await wait_until(lambda: at_least(cluster, first, last, rows // 10), "a tenth of the rows stored",
+                         IMPORT_DEADLINE_S, 0.01)
+        with frozen(cluster.postgres(topology(cluster).shards[1])):
+            await wait_until(lambda: sum(" try " in n for n in notes) >= 2, "the importer retrying",
+                             IMPORT_DEADLINE_S)
+        assert proc.stdout is not None
+        out = await asyncio.wait_for(proc.stdout.read(), IMPORT_DEADLINE_S)
+        await asyncio.wait_for(proc.wait(), IMPORT_DEADLINE_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reading
+    summary = summary_of(proc.returncode or 0, out.decode(), "".join(notes))
+    assert summary.status == 0, summary.stderr
+    assert summary.imported + summary.already_present == rows
+    await wait_hours_equal(base_url(cluster), expected, SETTLE_S)
+    holding = await shards_holding(cluster, [f"u{i}" for i in range(800)])
+    assert all(len(shards) == 1 for shards in holding.values()), "strict placement: each user on its ring shard"
+
+
+async def read_lines(stream: asyncio.StreamReader, into: list[str]) -> None:
+    while line := await stream.readline():
+        into.append(line.decode())
