@@ -1,23 +1,19 @@
 """ShardSet: one asyncpg pool per shard, following the shard file.
 
-The file is polled (its mtime, inode and size) on every refresh and re-read
-on SIGHUP. An aggregator on another host than the entry host follows the
-shard file by URL instead (``REACTIONS_SHARDS_URL``, served by the entry
-host's nginx on its internal topology port): fetched on every refresh with
-``If-None-Match``, so that an unchanged file costs a 304. Added shards get a
-pool; removed ones have theirs closed. Retired shards stay in the set: they
-take no writes but their data is still read.
+The shard file is followed by sharding/source.py (a polled path, or a URL on
+the entry host's internal topology port, ``REACTIONS_SHARDS_URL``), on every
+refresh and on SIGHUP; writers follow it through the same code. Added shards
+get a pool; removed ones have theirs closed. Retired shards stay in the set:
+they take no writes but their data is still read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import aiohttp
 import asyncpg
 
 from common.pg import (
@@ -29,20 +25,12 @@ from common.pg import (
     redact,
     server_settings,
 )
-from sharding.config import ACTIVE, ConfigError, Shard, load, parse
+from sharding.config import ACTIVE, Shard
+from sharding.source import TopologySource
 
 log = logging.getLogger(__name__)
 
 SESSION_SETTINGS = {"application_name": "reactions-aggregator"}
-FileStamp = tuple[int, int, int]
-# The shard file's URL may not answer yet when an aggregator starts (start
-# order is not guaranteed): this many attempts, this far apart, then fail loudly.
-URL_ATTEMPTS = 30
-URL_RETRY_DELAY_S = 1.0
-
-
-class TopologyUnavailable(ConfigError):
-    """The shard file's URL did not answer, or answered something else than a shard file."""
 
 
 @dataclass(frozen=True)
@@ -71,16 +59,12 @@ def shards_from_dsns(dsns: tuple[str, ...]) -> tuple[Shard, ...]:
 class ShardSet:
     def __init__(self, shards_file: str | None, dsns: tuple[str, ...], pool_size: int, bounds: WaitBounds,
                  shards_url: str | None = None) -> None:
-        self._file = shards_file
-        self._url = shards_url
-        self._etag: str | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._source = TopologySource(shards_file, shards_url, bounds.statement_s) \
+            if shards_file is not None or shards_url is not None else None
         self._dsns = dsns
         self._pool_size = pool_size
         self._bounds = bounds
         self._handles: dict[str, ShardHandle] = {}
-        self._stamp: FileStamp | None = None
-        self._reload_requested = False
 
     def __iter__(self) -> Iterator[ShardHandle]:
         return iter(list(self._handles.values()))
@@ -94,94 +78,31 @@ class ShardSet:
 
     def request_reload(self) -> None:
         """Re-read the shard file on the next refresh (SIGHUP)."""
-        self._reload_requested = True
+        if self._source is not None:
+            self._source.request_reload()
 
     async def open(self) -> None:
         """Read the shard list for the first time; a bad shard file fails start-up."""
-        if self._url is None:
-            await self._apply(self._read_shards())
+        if self._source is None:
+            await self._apply(shards_from_dsns(self._dsns))
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._bounds.statement_s))
-        shards: tuple[Shard, ...] | None = None
-        for attempt in range(1, URL_ATTEMPTS + 1):
-            try:
-                shards = await self._fetch_shards()
-                break
-            except ConfigError as exc:
-                if attempt == URL_ATTEMPTS:
-                    raise
-                log.warning("%s; retry %d/%d", exc, attempt, URL_ATTEMPTS)
-                await asyncio.sleep(URL_RETRY_DELAY_S)
-        await self._apply(shards or ())
+        await self._apply((await self._source.open()).shards)
 
     async def reload_if_changed(self) -> TopologyChange | None:
         """Re-read the file if it changed or a reload was asked for; keep the old set if it is bad."""
-        if self._url is not None:
-            return await self._reload_from_url()
-        if self._file is None or not (self._reload_requested or self._file_stamp() != self._stamp):
+        if self._source is None:
             return None
-        self._reload_requested = False
-        try:
-            shards = self._read_shards()
-        except ConfigError as exc:
-            log.error("keeping the current shards: %s", exc)
+        topology = await self._source.changed()
+        if topology is None:
             return None
-        change = await self._apply(shards)
+        change = await self._apply(topology.shards)
         return change if change.added or change.removed else None
-
-    async def _reload_from_url(self) -> TopologyChange | None:
-        self._reload_requested = False
-        try:
-            shards = await self._fetch_shards()
-        except ConfigError as exc:
-            log.error("keeping the current shards: %s", exc)
-            return None
-        if shards is None:
-            return None
-        change = await self._apply(shards)
-        return change if change.added or change.removed else None
-
-    async def _fetch_shards(self) -> tuple[Shard, ...] | None:
-        """The shards the URL serves now; None if unchanged since the last fetch (304)."""
-        assert self._url is not None and self._session is not None
-        headers = {"If-None-Match": self._etag} if self._etag else {}
-        try:
-            async with self._session.get(self._url, headers=headers) as resp:
-                if resp.status == 304:
-                    return None
-                if resp.status != 200:
-                    raise TopologyUnavailable(f"{self._url} answered {resp.status}")
-                raw = await resp.json(content_type=None)
-                etag = resp.headers.get("ETag")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise TopologyUnavailable(f"cannot read the shard file at {self._url}: {exc!r}") from None
-        try:
-            shards = parse(raw).shards
-        except ConfigError as exc:
-            raise ConfigError(f"{self._url}: {exc}") from None
-        self._etag = etag
-        return shards
 
     async def close(self) -> None:
         handles, self._handles = list(self._handles.values()), {}
         await asyncio.gather(*(close_pool(h.pool) for h in handles))
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _read_shards(self) -> tuple[Shard, ...]:
-        if self._file is None:
-            return shards_from_dsns(self._dsns)
-        self._stamp = self._file_stamp()
-        return load(self._file).shards
-
-    def _file_stamp(self) -> FileStamp | None:
-        assert self._file is not None
-        try:
-            st = os.stat(self._file)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_ino, st.st_size)
+        if self._source is not None:
+            await self._source.close()
 
     async def _apply(self, shards: tuple[Shard, ...]) -> TopologyChange:
         wanted = {s.name: s for s in shards}

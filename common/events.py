@@ -52,9 +52,12 @@ BAD_IDEMPOTENCY_KEY = "bad_idempotency_key"
 REPEATED_PARAMETER = "repeated_parameter"
 UNKNOWN_PARAMETER = "unknown_parameter"
 BAD_ENCODING = "bad_encoding"
+# A batch (POST /analytics/batch, common/batches.py): a record that is not
+# three CSV fields, a missing key, a bad header.
+BAD_RECORD = "bad_record"
 REJECTION_CODES = (
     MISSING_TIMESTAMP, BAD_TIMESTAMP, FUTURE_TIMESTAMP, EARLY_TIMESTAMP, MISSING_USER, BAD_USER, BAD_EVENT,
-    BAD_IDEMPOTENCY_KEY, REPEATED_PARAMETER, UNKNOWN_PARAMETER, BAD_ENCODING,
+    BAD_IDEMPOTENCY_KEY, REPEATED_PARAMETER, UNKNOWN_PARAMETER, BAD_ENCODING, BAD_RECORD,
 )
 
 

@@ -6,6 +6,7 @@ Tables:
   (common/partitions.py); ``raw_pruned`` lists the days expired.
 - ``hour_counts``: clicks and impressions per hour, plus ``version``, which
   grows by one with every committed batch that touched the hour.
+- ``batch_parts``: the (key, part) of every keyed batch part committed here.
 - ``hour_users``: one row per distinct user per hour. ``version`` is the
   version of the hour in the batch that first saw the user, so an aggregator
   that has seen an hour at version v fetches only users with a larger one.
@@ -31,7 +32,7 @@ import asyncpg
 
 from common import partitions
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Any constant works; it keeps two writers of one shard from migrating at once.
 MIGRATION_LOCK_ID = 0x52454143  # "REAC"
 # How long a migration's statements and lock waits may take (the callers bound it too).
@@ -80,6 +81,24 @@ CREATE INDEX IF NOT EXISTS hour_users_by_version ON hour_users (hour, version);
 -- Bumped by a repair (common/rollups.py) that rewrote the hour: users may
 -- have been removed, so an aggregator holding the hour reads it whole again.
 ALTER TABLE hour_counts ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
+-- The parts of keyed batches this shard committed (POST /analytics/batch,
+-- writer/batch_db.py): written in the part's own transaction, read by a
+-- retry of the same key to commit only what is missing and to refuse another
+-- body (422). ``part`` identifies the part (a digest of its record numbers,
+-- the same for every try of the same key, body and placement); ``records``
+-- is the bitmap of the record numbers this row committed (bit n-1 of the
+-- little-endian integer is record n). Kept REACTIONS_BATCH_KEY_RETENTION_DAYS
+-- whatever the raw log's retention (writer/retention.py prunes it).
+CREATE TABLE IF NOT EXISTS batch_parts (
+    idem_key      text        NOT NULL,
+    part          text        NOT NULL,
+    body_digest   bytea       NOT NULL,
+    records       bytea       NOT NULL,
+    events        integer     NOT NULL,
+    committed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (idem_key, part)
+);
+CREATE INDEX IF NOT EXISTS batch_parts_committed_at ON batch_parts (committed_at);
 CREATE TABLE IF NOT EXISTS schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL

@@ -84,8 +84,12 @@ def services(topology: Topology) -> dict[str, Any]:
     for shard in topology.active_shards:
         for address in shard.writers:
             host, port = host_port(address)
-            found[host] = python_service("writer.main", port, {"REACTIONS_DSN": shard.dsn},
-                                         {pg_host(shard): {"condition": "service_healthy"}})
+            # The shard file too: a writer places a batch's events as nginx would (README, Batches).
+            service = python_service("writer.main", port, {"REACTIONS_DSN": shard.dsn,
+                                                           "REACTIONS_SHARDS_FILE": SHARDS_FILE_IN_CONTAINER},
+                                     {pg_host(shard): {"condition": "service_healthy"}})
+            service["volumes"] = [CONFIG_MOUNT]
+            found[host] = service
     every_pg = {pg_host(s): {"condition": "service_healthy"} for s in topology.shards}
     for address in topology.aggregators:
         host, port = host_port(address)

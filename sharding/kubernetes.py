@@ -113,13 +113,21 @@ def postgres(shard: Shard) -> list[dict[str, Any]]:
     return [service(name, url.port or PG_PORT, labels), statefulset]
 
 
+def topology_volume() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The shard file's ConfigMap as a volume, and its mount at CONFIG_DIR."""
+    return ([{"name": "topology", "configMap": {"name": "reactions-topology"}}],
+            [{"name": "topology", "mountPath": CONFIG_DIR, "readOnly": True}])
+
+
 def writers(shard: Shard) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for address in shard.writers:
         name, port = host_port(address)
-        env = {"REACTIONS_DSN": shard.dsn, "REACTIONS_ADMIN_PORT": str(WRITER_ADMIN_PORT)}
+        # The shard file too: a writer places a batch's events as nginx would (README, Batches).
+        env = {"REACTIONS_DSN": shard.dsn, "REACTIONS_ADMIN_PORT": str(WRITER_ADMIN_PORT),
+               "REACTIONS_SHARDS_FILE": f"{CONFIG_DIR}/shards.json"}
         found += [service(name, port, {LABEL: name}),
-                  python_deployment(name, 1, "writer.main", port, env, WRITER_ADMIN_PORT)]
+                  python_deployment(name, 1, "writer.main", port, env, WRITER_ADMIN_PORT, *topology_volume())]
     return found
 
 
@@ -129,9 +137,7 @@ def aggregators(topology: Topology, shards_file: str) -> list[dict[str, Any]]:
               "data": {"shards.json": shards_file}}
     deployment = python_deployment(
         AGGREGATOR_SERVICE, len(topology.aggregators), "aggregator.main", port,
-        {"REACTIONS_SHARDS_FILE": f"{CONFIG_DIR}/shards.json"}, port,
-        [{"name": "topology", "configMap": {"name": "reactions-topology"}}],
-        [{"name": "topology", "mountPath": CONFIG_DIR, "readOnly": True}])
+        {"REACTIONS_SHARDS_FILE": f"{CONFIG_DIR}/shards.json"}, port, *topology_volume())
     return [config, service(AGGREGATOR_SERVICE, port, {LABEL: AGGREGATOR_SERVICE}), deployment]
 
 

@@ -174,12 +174,24 @@ async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: se
         log.info("created the raw log's partitions for days %s on demand", created)
 
 
-async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int,
-                              retention_days: int) -> tuple[list[int], list[partitions.Pruned]]:
-    """Create the partitions ahead of today and drop those past the retention, within ``bounds``."""
+# The (key, part) records of batches past their own retention (README, Batches).
+PRUNE_BATCH_PARTS = "DELETE FROM batch_parts WHERE committed_at < now() - make_interval(days => $1)"
+
+
+async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int, retention_days: int,
+                              batch_key_retention_days: int | None = None
+                              ) -> tuple[list[int], list[partitions.Pruned]]:
+    """Create the partitions ahead of today and drop those past the retention, within ``bounds``.
+
+    With ``batch_key_retention_days``, batch parts' records older than that are deleted too.
+    """
     async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
         created = await partitions.ensure_ahead(conn, today)
         pruned = await partitions.prune(conn, today, retention_days)
+        if batch_key_retention_days is not None:
+            status = await conn.execute(PRUNE_BATCH_PARTS, batch_key_retention_days)
+            if status != "DELETE 0":
+                log.info("batch keys: %s record(s) past %d days", status, batch_key_retention_days)
     return created, pruned
 
 

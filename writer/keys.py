@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from writer.batcher import Committer
+from writer.batches import Dispatcher
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
 from writer.metrics import WriterMetrics
@@ -17,3 +18,4 @@ COMMITTER: web.AppKey[Committer] = web.AppKey("committer")
 METRICS = web.AppKey("metrics", WriterMetrics)
 GATE = web.AppKey("gate", ListenGate)
 HEALTH = web.AppKey("health", DatabaseHealth)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 
+import aiohttp
 import uvloop
 from aiohttp import web
 
@@ -17,14 +18,18 @@ from common.partitions import Pruned
 from common.pg import HeldConnections, WaitBounds, close_pool
 from common.schema import migrate
 from common.tasks import running
-from writer import db, retention
+from sharding.source import TopologySource
+from writer import batch_views, db, retention
+from writer.batch_db import Part, PartCommitted
 from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitter, OutcomeUnknown
+from writer.batches import Dispatcher, Request
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
-from writer.keys import COMMITTER, GATE, HEALTH, METRICS, POOL, SETTINGS
+from writer.keys import COMMITTER, DISPATCHER, GATE, HEALTH, METRICS, POOL, SETTINGS
 from writer.metrics import WriterMetrics
 from writer.routes import dispatcher
 from writer.settings import Settings
+from writer.topology import WriterTopology
 
 log = logging.getLogger("reactions.writer")
 
@@ -41,7 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
     app[GATE] = ListenGate(settings.host, settings.port)
-    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx])
+    app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx, batches_ctx])
     return app
 
 
@@ -102,10 +107,34 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
     bounds = WaitBounds(acquire_s=settings.acquire_timeout_s, statement_s=retention.ROUND_TIMEOUT_S)
 
     async def maintain(today: int) -> tuple[list[int], list[Pruned]]:
-        return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days)
+        return await db.maintain_partitions(pool, bounds, today, settings.raw_retention_days,
+                                            settings.batch_key_retention_days)
 
     async with running(retention.run(maintain), "raw-log-upkeep"):
         yield
+
+
+async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Batches: the topology followed (sharding/source.py) and a client session for parts sent to other writers."""
+    settings = app[SETTINGS]
+    source = TopologySource(settings.shards_file, settings.shards_url, settings.batch_forward_timeout_s) \
+        if settings.shards_file or settings.shards_url else None
+    topology = WriterTopology(source, settings.dsn)
+    await topology.open()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                                    auto_decompress=False)
+
+    async def commit_here(request: Request, part: Part) -> PartCommitted:
+        return await batch_views.commit_here(app, request, part)
+
+    app[DISPATCHER] = Dispatcher(topology, session, commit_here, settings.batch_connect_timeout_s,
+                                 settings.batch_forward_timeout_s)
+    try:
+        async with running(topology.follow(settings.topology_poll_s), "topology"):
+            yield
+    finally:
+        await session.close()
+        await topology.close()
 
 
 def make_committer(app: web.Application, connections: HeldConnections) -> Committer:

@@ -27,6 +27,7 @@ class WriterMetrics:
     batch_size: Histogram
     commit_seconds: Histogram
     pending: Gauge
+    part_events: Counter
 
     @classmethod
     def create(cls) -> WriterMetrics:
@@ -53,9 +54,14 @@ class WriterMetrics:
             commit_seconds=Histogram("reactions_commit_seconds", "Time to commit one batch.",
                                      buckets=LATENCY_BUCKETS_S, registry=r),
             pending=Gauge("reactions_events_pending", "Events accepted and waiting for their commit.", registry=r),
+            part_events=Counter("reactions_batch_part_events_total",
+                                "Events of batch parts this writer committed on its shard, by outcome.",
+                                ["outcome"], registry=r),
         )
         for code in REJECTION_CODES:  # every series exists from the start, so rate() sees the first one
             metrics.rejected.labels(code)
+        for outcome in ("stored", "already_present", "not_stored", "unknown"):
+            metrics.part_events.labels(outcome)
         return metrics
 
     def watch_database(self, up: Callable[[], bool]) -> None:

@@ -14,13 +14,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion11, web
 
-from writer import views
+from writer import batch_views, views
+from writer.part_wire import PART_PATH
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 View = Callable[[web.Application, web.BaseRequest], Awaitable[web.StreamResponse]]
 
 WRITE_PATH = "/analytics"
 WRITE_PREFIX = WRITE_PATH + "/"
+BATCH_PATH = WRITE_PATH + "/batch"
+# A batch (README, Batches), and the part of one that another writer sends (not routed by nginx).
+BATCHES: dict[str, View] = {BATCH_PATH: batch_views.post_batch, PART_PATH: batch_views.post_part}
 READS: dict[str, View] = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}
 
 
@@ -51,6 +55,12 @@ async def expect(request: web.BaseRequest) -> None:
     await request.writer.drain()
 
 
+async def post_only(app: web.Application, request: web.BaseRequest, view: View) -> web.StreamResponse:
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    return await view(app, request)
+
+
 def dispatcher(app: web.Application, *, writes: bool = True) -> Handler:
     """The request handler of a writer port; ``writes=False`` for the admin port (reads only)."""
 
@@ -58,6 +68,9 @@ def dispatcher(app: web.Application, *, writes: bool = True) -> Handler:
         if "Expect" in request.headers:
             await expect(request)
         path, method = request.path, request.method
+        batch_view = BATCHES.get(path) if writes else None
+        if batch_view is not None:
+            return await post_only(app, request, batch_view)
         if writes and path.startswith(WRITE_PATH):
             if path == WRITE_PATH:
                 if method == "POST":
@@ -68,11 +81,15 @@ def dispatcher(app: web.Application, *, writes: bool = True) -> Handler:
                 if method == "POST":
                     return await views.post_path(app, request, *segments)
                 raise web.HTTPMethodNotAllowed(method, ["POST"])
-        view = READS.get(path)
-        if view is None:
-            raise web.HTTPNotFound()
-        if method not in ("GET", "HEAD"):
-            raise web.HTTPMethodNotAllowed(method, ["GET", "HEAD"])
-        return await view(app, request)
+        return await read(app, request)
 
     return dispatch
+
+
+async def read(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
+    view = READS.get(request.path)
+    if view is None:
+        raise web.HTTPNotFound()
+    if request.method not in ("GET", "HEAD"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+    return await view(app, request)

@@ -57,6 +57,27 @@ class Settings:
     # Raw events are kept this many whole days before today (then their day's
     # partition is dropped); rollups are kept forever (common/partitions.py).
     raw_retention_days: int = 30
+    # POST /analytics/batch (README, Batches). The topology, to place each
+    # event where a single POST of its user would land: the shard file (a
+    # path polled this often) or its URL; neither: every event stays here.
+    shards_file: str | None = None
+    shards_url: str | None = None
+    topology_poll_s: float = 0.5
+    # A batch holds at most this many events and bytes (413 beyond; nginx's
+    # client_max_body_size for the batch location is the same 1 MiB).
+    batch_post_max_events: int = 10_000
+    batch_post_max_bytes: int = 1024 * 1024
+    # A batch's body must arrive within this (nginx sends it whole at once).
+    batch_body_timeout_s: float = 10.0
+    # A part sent to another shard's writer: its connect (a refused or timed
+    # out connect is "not sent": the part moves on along the ring, as nginx
+    # moves a POST) and its answer, above that writer's own acquire + commit
+    # bounds and below nginx's 2.2 s read timeout.
+    batch_connect_timeout_s: float = 0.3
+    batch_forward_timeout_s: float = 1.8
+    # The (key, part) records of committed batch parts are kept this long,
+    # whatever the raw log's retention: a retry later than this may count twice.
+    batch_key_retention_days: int = 7
 
     @cached_property
     def bounds(self) -> WaitBounds:
@@ -70,6 +91,11 @@ class Settings:
     def answer_bound_s(self) -> float:
         """The longest a POST waits for its answer."""
         return self.queue_wait_s + self.acquire_timeout_s + self.commit_timeout_s
+
+    @property
+    def part_bound_s(self) -> float:
+        """The longest one batch part's commit on this writer takes to be answered."""
+        return self.acquire_timeout_s + self.commit_timeout_s
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -94,6 +120,16 @@ class Settings:
             probe_timeout_s=ms("REACTIONS_PROBE_TIMEOUT_MS", cls.probe_timeout_s),
             admin_port=env_int("REACTIONS_ADMIN_PORT", 0, minimum=0) or None,
             raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
+            shards_file=env_str("REACTIONS_SHARDS_FILE", "") or None,
+            shards_url=env_str("REACTIONS_SHARDS_URL", "") or None,
+            topology_poll_s=ms("REACTIONS_TOPOLOGY_POLL_MS", cls.topology_poll_s),
+            batch_post_max_events=env_int("REACTIONS_BATCH_POST_MAX_EVENTS", cls.batch_post_max_events, minimum=1),
+            batch_post_max_bytes=env_int("REACTIONS_BATCH_POST_MAX_BYTES", cls.batch_post_max_bytes, minimum=1),
+            batch_body_timeout_s=ms("REACTIONS_BATCH_BODY_TIMEOUT_MS", cls.batch_body_timeout_s),
+            batch_connect_timeout_s=ms("REACTIONS_BATCH_CONNECT_TIMEOUT_MS", cls.batch_connect_timeout_s),
+            batch_forward_timeout_s=ms("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", cls.batch_forward_timeout_s),
+            batch_key_retention_days=env_int("REACTIONS_BATCH_KEY_RETENTION_DAYS", cls.batch_key_retention_days,
+                                             minimum=1),
         )
         if settings.commit_window_ms / 1000 >= settings.queue_wait_s:
             raise SettingsError("REACTIONS_COMMIT_WINDOW_MS must be below REACTIONS_QUEUE_WAIT_MS"
@@ -101,4 +137,9 @@ class Settings:
         if settings.pool_size < settings.flushers + 1:
             raise SettingsError("REACTIONS_POOL_SIZE must exceed REACTIONS_FLUSHERS"
                                 " (one connection stays for the heartbeat and the raw log's upkeep)")
+        if settings.shards_file and settings.shards_url:
+            raise SettingsError("set REACTIONS_SHARDS_FILE or REACTIONS_SHARDS_URL, not both")
+        if settings.batch_forward_timeout_s <= settings.part_bound_s:
+            raise SettingsError("REACTIONS_BATCH_FORWARD_TIMEOUT_MS must exceed REACTIONS_ACQUIRE_TIMEOUT_MS +"
+                                " REACTIONS_COMMIT_TIMEOUT_MS (the other writer's own bound for a part)")
         return settings

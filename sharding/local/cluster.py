@@ -234,7 +234,9 @@ class LocalCluster:
         """The shard's ``index``-th writer (its address in the shard file)."""
         address = shard.writers[index]
         name = f"writer-{shard.name}" + (f"-{index}" if index else "")
-        env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn}
+        # The applied shard file: a writer places a batch's events as nginx would (README, Batches).
+        env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn,
+               "REACTIONS_SHARDS_FILE": str(self.applied_file)}
         return self.launch(name, "writer", self.settings.writer_argv, port=port_of(address),
                            log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT, shard=shard.name)
 

@@ -7,7 +7,7 @@ import asyncpg
 from common import partitions, rollups
 from common.events import Event, Reaction
 from common.pg import HeldConnections, WaitBounds
-from common.schema import migrate
+from common.schema import SCHEMA_VERSION, migrate
 from tests.support.aggregator_app import BASE_HOUR, ts_in, write
 from tests.support.shard_db import fetchval
 from tests.support.writer_db import rollup
@@ -116,7 +116,7 @@ async def test_migration_from_the_unpartitioned_table_keeps_every_row(shard_dsn:
 
         assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = 'reactions'") == b"p"
         assert await conn.fetch("SELECT * FROM reactions ORDER BY id") == before
-        assert await conn.fetchval("SELECT version FROM schema_info") == 4
+        assert await conn.fetchval("SELECT version FROM schema_info") == SCHEMA_VERSION
         days = await partitions.existing_days(conn)
         assert days == {partitions.day_of_hour(h) for h in range(BASE_HOUR - 100, BASE_HOUR + 1)}
         new_id = await conn.fetchval("INSERT INTO reactions (ts, hour, username, event) "

@@ -18,7 +18,7 @@ async def reset_database(dsn: str) -> None:
         await migrate(conn)
         for day in sorted(await partitions.existing_days(conn)):
             await conn.execute(f"DROP TABLE {partitions.partition_name(day)}")
-        await conn.execute("TRUNCATE reactions, hour_counts, hour_users, raw_pruned")
+        await conn.execute("TRUNCATE reactions, hour_counts, hour_users, raw_pruned, batch_parts")
     finally:
         await conn.close()
 

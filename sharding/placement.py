@@ -1,0 +1,42 @@
+"""Where a single POST of a user lands right now: the shard a batch puts its events on.
+
+nginx hashes the ``user`` query argument as sent (``hash $reactions_user
+consistent``, sharding/ring.py), so one username has as many hashes as
+spellings. The canonical encoding is that of the query form: the username's
+UTF-8 bytes percent-encoded, every byte but the unreserved characters of
+RFC 3986 (``A-Z a-z 0-9 - . _ ~``) as ``%XX`` in upper case (Python's
+``urllib.parse.quote(user, safe="")``). A single POST whose ``user=`` is sent
+in this encoding lands where a batch places the same user (README, Batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from sharding.config import Shard, Topology
+from sharding.nginx import writer_addresses
+from sharding.ring import Ring
+
+
+def placement_key(user: str) -> str:
+    """The canonical query-form encoding of ``user``: what nginx hashes for a POST that sends it so."""
+    return quote(user, safe="")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """nginx's write ring over the active shards' writers, and the shard of each writer."""
+
+    ring: Ring
+    shard_of: dict[str, Shard]
+
+    @classmethod
+    def of(cls, topology: Topology) -> Placement:
+        writers = writer_addresses(topology)  # the servers of nginx's upstream, in its order
+        return cls(Ring.build(writers), {w: s for s in topology.active_shards for w in s.writers})
+
+    def writer(self, user: str, down: Collection[str] = ()) -> str:
+        """The writer nginx sends ``user`` to, walking on past the writers in ``down`` as nginx does."""
+        return self.ring.lookup(placement_key(user), down)

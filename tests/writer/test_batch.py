@@ -1,0 +1,163 @@
+"""POST /analytics/batch on one writer and its real PostgreSQL (no shard file: every event stays on its shard).
+
+Placement across shards, nginx and a frozen shard: tests/e2e/test_batch.py.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from common.hours import MS_PER_HOUR, hour_of, now_ms
+from tests.support.writer_db import WriterClient, rollup, stored_events
+
+HOUR = now_ms() // MS_PER_HOUR - 30  # a past hour: its day's partition is made on demand
+TS = HOUR * MS_PER_HOUR + 1000
+
+
+async def post_batch(client: TestClient, body: bytes | str, key: str | None = "k1",
+                     headers: dict[str, str] | None = None) -> tuple[int, str]:
+    all_headers = {"Content-Type": "text/csv", **(headers or {})}
+    if key is not None:
+        all_headers["Idempotency-Key"] = key
+    data = body.encode() if isinstance(body, str) else body
+    async with client.post("/analytics/batch", data=data, headers=all_headers) as resp:
+        return resp.status, await resp.text()
+
+
+def csv_of(events: list[tuple[int, str, str]]) -> str:
+    return "".join(f"{ts},{user},{event}\n" for ts, user, event in events)
+
+
+async def parts(dsn: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch("SELECT idem_key, part, records, events FROM batch_parts ORDER BY committed_at")
+    finally:
+        await conn.close()
+
+
+async def test_a_batch_is_stored_with_its_rollups_and_answered_in_csv(writer_client: WriterClient,
+                                                                      shard_dsn: str) -> None:
+    client = await writer_client()
+    events = [(TS + i, f"u{i % 3}", "click" if i % 2 else "impression") for i in range(10)]
+    status, text = await post_batch(client, csv_of(events))
+    assert (status, text) == (200, "events,10\nstored,10\nalready_present,0\n")
+    assert sorted(await stored_events(shard_dsn)) == sorted((ts, u, 1 if e == "click" else 2) for ts, u, e in events)
+    assert await rollup(shard_dsn, HOUR) == (5, 5, frozenset({"u0", "u1", "u2"}))
+    [row] = await parts(shard_dsn)
+    assert (row["idem_key"], row["events"]) == ("k1", 10)
+    assert int.from_bytes(row["records"], "little") == (1 << 10) - 1  # records 1..10
+
+
+async def test_quoting_crlf_bom_and_the_header(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    body = ("\ufefftimestamp,user,event\r\n"
+            f'{TS},"a,b",click\r\n'
+            f'{TS},"say ""hi""",impression\r\n'
+            f"{TS},plain,click\r\n").encode()
+    status, text = await post_batch(client, body)
+    assert (status, text) == (200, "events,3\nstored,3\nalready_present,0\n")
+    assert {u for _, u, _ in await stored_events(shard_dsn)} == {"a,b", 'say "hi"', "plain"}
+
+
+async def test_a_bad_record_is_a_400_naming_it_and_nothing_is_stored(writer_client: WriterClient,
+                                                                     shard_dsn: str) -> None:
+    client = await writer_client()
+    good = f"timestamp,user,event\n{TS},ok,click\n"
+    cases = {
+        f'{TS},"line\nbreak",click\n': "record 2: user must not contain control characters",
+        f"{TS},two-fields\n": "record 2: expected 3 fields",
+        f"{TS},u,like\n": "record 2: event must be click or impression",
+        "soon,u,click\n": "record 2: timestamp must be an integer",
+        f"{now_ms() + 3600_000},u,click\n": "record 2: timestamp is in the future",
+        f'{TS},"unterminated,click\n': "record 2: not valid CSV",
+        f'{TS},"a"b,click\n': "record 2: not valid CSV",
+        f"{TS},,click\n": "record 2: user must not be empty",
+    }
+    for bad, reason in cases.items():
+        status, text = await post_batch(client, good + bad + f"{TS},after,click\n")
+        assert status == 400 and text.startswith(reason), (bad, text)
+    assert (await post_batch(client, b"\xff\xfe" + good.encode()))[0] == 400
+    assert (await post_batch(client, ""))[0] == 400
+    assert await stored_events(shard_dsn) == [] and await parts(shard_dsn) == []
+
+
+async def test_the_key_is_required_and_the_body_must_be_csv(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client()
+    body = csv_of([(TS, "u", "click")])
+    status, text = await post_batch(client, body, key=None)
+    assert status == 400 and "Idempotency-Key" in text
+    assert (await post_batch(client, body, headers={"Content-Type": "application/json"}))[0] == 415
+    assert (await post_batch(client, body, headers={"X-Reactions-Placement": "loose"}))[0] == 400
+    async with client.get("/analytics/batch") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"
+    assert await stored_events(shard_dsn) == []
+
+
+async def test_limits_are_a_413_and_nothing_is_stored(writer_client: WriterClient, shard_dsn: str) -> None:
+    client = await writer_client(batch_post_max_events=5, batch_post_max_bytes=400)
+    assert (await post_batch(client, csv_of([(TS, f"u{i}", "click") for i in range(5)]), key="five"))[0] == 200
+    status, text = await post_batch(client, csv_of([(TS, f"u{i}", "click") for i in range(6)]), key="six")
+    assert status == 413 and "at most 5 events" in text
+    status, text = await post_batch(client, f"{TS},{'x' * 400},click\n", key="big")
+    assert status == 413 and "at most 400 bytes" in text
+    assert len(await stored_events(shard_dsn)) == 5
+
+
+async def test_a_retry_is_already_present_and_another_body_is_a_422(writer_client: WriterClient,
+                                                                    shard_dsn: str) -> None:
+    client = await writer_client()
+    events = [(TS, f"u{i}", "click") for i in range(4)]
+    assert (await post_batch(client, csv_of(events)))[1] == "events,4\nstored,4\nalready_present,0\n"
+    # The same events, quoted, with CRLF and a header: the same body.
+    same = "timestamp,user,event\r\n" + "".join(f'{ts},"{u}",{e}\r\n' for ts, u, e in events)
+    assert await post_batch(client, same) == (200, "events,4\nstored,0\nalready_present,4\n")
+    status, text = await post_batch(client, csv_of(events[:3]))
+    assert status == 422 and "another batch" in text
+    assert await rollup(shard_dsn, HOUR) == (4, 0, frozenset(f"u{i}" for i in range(4)))
+    assert len(await parts(shard_dsn)) == 1
+    # The key belongs to its body only: another key stores the same events again (at-least-once without it).
+    assert (await post_batch(client, csv_of(events), key="k2"))[1] == "events,4\nstored,4\nalready_present,0\n"
+
+
+async def test_a_retry_commits_only_the_records_an_earlier_part_did_not(writer_client: WriterClient,
+                                                                        shard_dsn: str) -> None:
+    """An earlier try committed records 1 and 3 here (placement then sent 2 and 4 elsewhere): only 2 and 4 now."""
+    from common.batches import parse_batch
+    from common.pg import WaitBounds
+    from writer.batch_db import Part, commit_part
+
+    events = [(TS, f"u{i}", "click") for i in range(4)]
+    batch = parse_batch(csv_of(events).encode(), now_ms(), 10)
+    pool = await asyncpg.create_pool(shard_dsn, min_size=1, max_size=1)
+    try:
+        earlier = Part([1, 3], [TS, TS], [HOUR, HOUR], ["u0", "u2"], [1, 1])
+        committed = await commit_part(pool, WaitBounds(1.0, 5.0), "k1", batch.digest, earlier, hour_of(now_ms()))
+        assert (committed.stored, committed.already_present) == (2, 0)
+    finally:
+        await pool.close()
+    client = await writer_client()
+    assert await post_batch(client, csv_of(events)) == (200, "events,4\nstored,2\nalready_present,2\n")
+    assert sorted(u for _, u, _ in await stored_events(shard_dsn)) == ["u0", "u1", "u2", "u3"]
+    assert [r["events"] for r in await parts(shard_dsn)] == [2, 2]
+    assert await rollup(shard_dsn, HOUR) == (4, 0, frozenset(f"u{i}" for i in range(4)))
+
+
+async def test_users_carry_their_hours_version(writer_client: WriterClient, shard_dsn: str) -> None:
+    """Each part bumps each hour it touches once; its new users get that version, old users keep theirs."""
+    client = await writer_client()
+    other = TS + MS_PER_HOUR
+    assert (await post_batch(client, csv_of([(TS, "a", "click"), (TS, "b", "click")]), key="one"))[0] == 200
+    assert (await post_batch(client, csv_of([(TS, "a", "click"), (TS, "c", "impression"),
+                                            (other, "c", "click")]), key="two"))[0] == 200
+    conn = await asyncpg.connect(shard_dsn)
+    try:
+        versions = {(r["hour"], r["username"]): r["version"]
+                    for r in await conn.fetch("SELECT hour, username, version FROM hour_users")}
+        counts = {r["hour"]: tuple(r[1:]) for r in await conn.fetch(
+            "SELECT hour, clicks, impressions, version FROM hour_counts")}
+    finally:
+        await conn.close()
+    assert versions == {(HOUR, "a"): 1, (HOUR, "b"): 1, (HOUR, "c"): 2, (HOUR + 1, "c"): 1}
+    assert counts == {HOUR: (3, 1, 2), HOUR + 1: (1, 0, 1)}
