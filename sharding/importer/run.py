@@ -79,9 +79,11 @@ class Importer:
                         await self.emit(item)
             for batch in maker.finish():
                 await self.emit(batch)
+            await self.queue.put(None)
         except SourceError as exc:
             self.stop.request(f"error: {exc}", abandon=False)
         finally:
+            # Stopped early: a sender waiting on an empty queue must wake (a full one has none waiting).
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(None)
 
@@ -125,6 +127,7 @@ class Importer:
     async def supervise(self, reader: asyncio.Task[None], senders: list[asyncio.Task[None]]) -> None:
         """Waits for the senders; on a stop request, stops the reader, and on abandon the senders too."""
         done = asyncio.gather(*senders, return_exceptions=True)
+        grace: asyncio.TimerHandle | None = None
         while not done.done():
             changed = asyncio.ensure_future(self.stop.changed.wait())
             waits: set[asyncio.Future[Any]] = {done, changed}
@@ -136,11 +139,23 @@ class Importer:
             if self.stop.abandon:
                 for sender in senders:
                     sender.cancel()
+            elif self.stop.reason is not None and grace is None:
+                grace = self.finish_in_flight()
+        if grace is not None:
+            grace.cancel()
         for result in done.result():
             if isinstance(result, Exception):
                 raise result  # a bug, not an outcome: never hidden
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+
+
+    def finish_in_flight(self) -> asyncio.TimerHandle:
+        """Stopping: the batches in flight may finish within the grace, then they are abandoned."""
+        grace_s = self.settings.stop_grace_s
+        self.progress.note(f"stopping ({self.stop.reason}): no new batch; {len(self.in_flight)} in flight get "
+                           f"{grace_s:.0f} s to finish (Ctrl-C again abandons them)")
+        return asyncio.get_running_loop().call_later(grace_s, self.stop.request, "", True)
 
 
 async def run_import(source: Source, settings: ImportSettings, tally: Tally, progress: Progress) -> Outcome:

@@ -35,6 +35,9 @@ class ImportSettings:
     # A batch still without a final answer this long after its first try: the import gives up, loudly
     # (it stops, says which rows are in doubt, exits 3), and a rerun finishes it exactly.
     give_up_s: float = 600.0
+    # After Ctrl-C or SIGTERM the batches in flight get this long to finish; then they are abandoned
+    # (in doubt: a rerun completes them).
+    stop_grace_s: float = 30.0
 
     def validate(self) -> None:
         if not 1 <= self.batch_events <= MAX_BATCH_EVENTS:
@@ -43,7 +46,7 @@ class ImportSettings:
             raise SettingsError(f"--batch-bytes must be {MIN_BATCH_BYTES}..{MAX_BATCH_BYTES}")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise SettingsError(f"--concurrency must be 1..{MAX_CONCURRENCY}")
-        if min(self.request_timeout_s, self.backoff_first_s, self.give_up_s) <= 0:
+        if min(self.request_timeout_s, self.backoff_first_s, self.give_up_s, self.stop_grace_s) <= 0:
             raise SettingsError("timeouts and backoff must be positive")
         if self.backoff_max_s < self.backoff_first_s:
             raise SettingsError("--backoff-max must be at least the first backoff")

@@ -6,7 +6,6 @@ their counts do not mix: the last 10 days, then older ranges.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from tests.support.importing import (
     run_import,
     source_hours,
     start_import,
-    summary_of,
     wait_hours_equal,
 )
 from tests.support.passwords import session_passfile
@@ -34,6 +32,8 @@ SOURCE_DATABASE = "import_e2e"
 # Past the staleness bound (2 s) and the settle of late writes, with a margin for this loaded machine.
 SETTLE_S = 30.0
 BAD_ROWS = [("alice", "like"), ("", "click"), ("bob", "")] * 5
+# Each test starts its imports and waits for them with their own deadlines (IMPORT_DEADLINE_S): this is a margin.
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ async def test_a_100000_row_table_over_the_last_10_days_is_imported_exactly(clus
     await add_bad_rows(source_dsn, BAD_ROWS)
     expected = await source_hours(source_dsn)
     rejects = tmp_path / "rejects.csv"
-    summary = await run_import(["--from-dsn", source_dsn, "--rejects", str(rejects)], env_of(cluster))
+    summary = await run_import(["--from-dsn", source_dsn, "--rejects", str(rejects)], env_of(cluster), tmp_path)
     assert summary.status == 0, summary.stderr
     assert (summary.imported, summary.already_present, summary.refused) == (100_000, 0, len(BAD_ROWS))
     assert len(rejects.read_text().splitlines()) == 1 + len(BAD_ROWS)
@@ -84,16 +84,15 @@ async def test_killed_midway_then_run_again_counts_every_row_once(cluster: Local
     first, last = min(expected), max(expected)
     args = ["--from-dsn", source_dsn, "--rejects", str(tmp_path / "rejects.csv"),
             "--batch-events", "200", "--concurrency", "2"]
-    proc = await start_import(args, env_of(cluster))
+    killed = await start_import(args, env_of(cluster), tmp_path)
     try:
         await wait_until(lambda: at_least(cluster, first, last, rows // 10), "a tenth of the rows stored",
                          IMPORT_DEADLINE_S, 0.01)
     finally:
-        proc.kill()
-        await proc.wait()
+        await killed.kill()
     at_kill = await stored_between(cluster, first, last)
     assert at_kill < rows, "killed midway (the import had not finished)"
-    summary = await run_import(args, env_of(cluster))
+    summary = await run_import(args, env_of(cluster), tmp_path)
     assert summary.status == 0, summary.stderr
     assert summary.imported + summary.already_present == rows
     assert summary.already_present >= at_kill
@@ -112,32 +111,18 @@ async def test_a_shard_frozen_during_the_import_is_exact_after_the_thaw(cluster:
     first, last = min(expected), max(expected)
     args = ["--from-dsn", source_dsn, "--rejects", str(tmp_path / "rejects.csv"),
             "--batch-events", "200", "--concurrency", "2"]
-    proc = await start_import(args, env_of(cluster))
-    notes: list[str] = []
-    assert proc.stderr is not None
-    reading = asyncio.create_task(read_lines(proc.stderr, notes))
+    run = await start_import(args, env_of(cluster), tmp_path)
     try:
         await wait_until(lambda: at_least(cluster, first, last, rows // 10), "a tenth of the rows stored",
                          IMPORT_DEADLINE_S, 0.01)
         with frozen(cluster.postgres(topology(cluster).shards[1])):
-            await wait_until(lambda: sum(" try " in n for n in notes) >= 2, "the importer retrying",
+            await wait_until(lambda: run.stderr().count("): try ") >= 2, "the importer retrying",
                              IMPORT_DEADLINE_S)
-        assert proc.stdout is not None
-        out = await asyncio.wait_for(proc.stdout.read(), IMPORT_DEADLINE_S)
-        await asyncio.wait_for(proc.wait(), IMPORT_DEADLINE_S)
+        summary = await run.finish()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await reading
-    summary = summary_of(proc.returncode or 0, out.decode(), "".join(notes))
+        await run.kill()
     assert summary.status == 0, summary.stderr
     assert summary.imported + summary.already_present == rows
     await wait_hours_equal(base_url(cluster), expected, SETTLE_S)
     holding = await shards_holding(cluster, [f"u{i}" for i in range(800)])
     assert all(len(shards) == 1 for shards in holding.values()), "strict placement: each user on its ring shard"
-
-
-async def read_lines(stream: asyncio.StreamReader, into: list[str]) -> None:
-    while line := await stream.readline():
-        into.append(line.decode())

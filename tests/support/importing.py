@@ -4,8 +4,6 @@ as a user runs it (another process), for the end-to-end import tests and the imp
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -44,7 +42,7 @@ WHERE reaction IN ('click', 'impression') AND username <> '' AND timestamp IS NO
 GROUP BY 1
 """
 # An import may be slowed by a frozen shard, the loaded machine; it must still end well within this.
-IMPORT_DEADLINE_S = 120.0
+IMPORT_DEADLINE_S = 90.0
 
 
 async def make_table(dsn: str, rows: int, users: int, span_days: float, end_days: float = 0.0) -> None:
@@ -109,16 +107,6 @@ async def wait_hours_equal(base: str, expected: HourCounts, deadline_s: float) -
     raise AssertionError(f"hours differ from SQL on the source (Reactions, SQL): {wrong}")
 
 
-def import_env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, **extra}
-
-
-async def start_import(args: Sequence[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "sharding", "import", "--no-progress", *args,
-                                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)
-
-
 @dataclass(frozen=True)
 class Summary:
     status: int
@@ -126,6 +114,44 @@ class Summary:
     already_present: int
     refused: int
     stderr: str
+
+
+@dataclass(frozen=True)
+class ImportRun:
+    """An import running in another process; its output goes to files (readable while it runs, and after)."""
+
+    proc: asyncio.subprocess.Process
+    out: Path
+    err: Path
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    async def finish(self, deadline_s: float = IMPORT_DEADLINE_S) -> Summary:
+        """Its summary once it exits; killed (never left behind) if it does not within the deadline."""
+        try:
+            await asyncio.wait_for(self.proc.wait(), deadline_s)
+        except TimeoutError:
+            raise AssertionError(f"the import still ran after {deadline_s:.0f}s: {self.stderr()[-3000:]}") from None
+        finally:
+            await self.kill()
+        return summary_of(self.proc.returncode or 0, self.out.read_text(), self.stderr())
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def start_import(args: Sequence[str], env: dict[str, str], logs: Path) -> ImportRun:
+    """``python -m sharding import ARGS`` as a user types it, in ``env`` (its cluster's PORT and DATA_DIR)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    number = len(list(logs.glob("import-*.out")))
+    out, err = logs / f"import-{number}.out", logs / f"import-{number}.err"
+    with out.open("w") as out_file, err.open("w") as err_file:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sharding", "import", "--no-progress", *args,
+                                                    cwd=REPO_ROOT, env=env, stdout=out_file, stderr=err_file)
+    return ImportRun(proc, out, err)
 
 
 def summary_of(status: int, stdout: str, stderr: str) -> Summary:
@@ -137,7 +163,5 @@ def summary_of(status: int, stdout: str, stderr: str) -> Summary:
         raise AssertionError(f"no summary (exit {status}): {stdout!r} {stderr!r}") from None
 
 
-async def run_import(args: Sequence[str], env: dict[str, str]) -> Summary:
-    proc = await start_import(args, env)
-    out, err = await asyncio.wait_for(proc.communicate(), IMPORT_DEADLINE_S)
-    return summary_of(proc.returncode or 0, out.decode(), err.decode())
+async def run_import(args: Sequence[str], env: dict[str, str], logs: Path) -> Summary:
+    return await (await start_import(args, env, logs)).finish()

@@ -38,7 +38,7 @@ def test_blocks_follow_the_place_in_the_source_and_are_the_same_every_time() -> 
     assert [b.key for b in first if isinstance(b, Batch)] == ["import-src-0", "import-src-1", "import-src-2",
                                                                "import-src-3"]
     assert [b.events for b in first if isinstance(b, Batch)] == [10, 8, 10, 5]
-    assert records(first[1])[0] == [str(TS + 10), "user3", "click"]
+    assert isinstance(first[1], Batch) and records(first[1])[0] == [str(TS + 10), "user3", "click"]
 
 
 def test_a_bad_row_is_rejected_with_the_single_post_reason_and_the_rest_is_sent() -> None:

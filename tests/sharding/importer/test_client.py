@@ -21,7 +21,7 @@ from sharding.importer.source import SourceRow
 BATCH = Batch("import-src-0", b"1764000000000,alice,click\n1764000000001,bob,impression\n", 2, "id 1", "id 2",
               (SourceRow(1, "id 1", 1764000000000, "alice", "click"),
                SourceRow(2, "id 2", 1764000000001, "bob", "impression")))
-OK = (200, {}, "events,2\nstored,1\nalready_present,1\n")
+OK: tuple[int, dict[str, str], str] = (200, {}, "events,2\nstored,1\nalready_present,1\n")
 NOT_STORED = (503, {"Retry-After": "1"}, "shard b: database down")
 UNKNOWN = (504, {"Retry-After": "1", "X-Reactions-Outcome": "unknown"}, "shard b: no answer")
 
