@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,17 +14,19 @@ import aiohttp
 import asyncpg
 
 from common.hours import MS_PER_HOUR
+from sharding.importer.source import DEFAULT_TABLE
+from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HourCounts = dict[int, tuple[int, int, int]]
 """hour → (unique users, clicks, impressions); hours with no event are left out."""
 
-SEED_TABLE = ("CREATE TABLE user_reaction (id SERIAL, username VARCHAR(20), reaction VARCHAR(10), "
+SEED_TABLE = ("CREATE TABLE {table} (id SERIAL, username VARCHAR(20), reaction VARCHAR(10), "
               "timestamp timestamp(3) without time zone)")
 # Rows spread evenly over [now - end_days - span_days, now - end_days): users u0..u{users-1}, a click
 # every third row, and every 997th user named with a comma and a quote (RFC 4180 quoting on the way).
 FILL = """
-INSERT INTO user_reaction (username, reaction, timestamp)
+INSERT INTO {table} (username, reaction, timestamp)
 SELECT CASE WHEN i % 997 = 0 THEN 'q,"' || (i % $2) ELSE 'u' || (i % $2) END,
        CASE WHEN i % 3 = 0 THEN 'click' ELSE 'impression' END,
        (now() AT TIME ZONE 'UTC') - ($3::float8 + $4::float8) * interval '1 day'
@@ -37,7 +39,7 @@ HOURS_SQL = """
 SELECT floor(extract(epoch FROM timestamp) * 1000 / 3600000)::bigint AS hour,
        count(DISTINCT username)::int, count(*) FILTER (WHERE reaction = 'click')::int,
        count(*) FILTER (WHERE reaction = 'impression')::int
-FROM user_reaction
+FROM {table}
 WHERE reaction IN ('click', 'impression') AND username <> '' AND timestamp IS NOT NULL
 GROUP BY 1
 """
@@ -45,33 +47,35 @@ GROUP BY 1
 IMPORT_DEADLINE_S = 90.0
 
 
-async def make_table(dsn: str, rows: int, users: int, span_days: float, end_days: float = 0.0) -> None:
-    """A fresh ``user_reaction`` of ``rows`` rows; the database's time zone is not UTC (the import must not care)."""
+async def make_table(dsn: str, rows: int, users: int, span_days: float, end_days: float = 0.0,
+                     table: str = DEFAULT_TABLE) -> None:
+    """A fresh table of the seed's format with ``rows`` rows; the database's time zone is not UTC (the import
+    must not care). Each test imports a table of its own name: the name is part of the import's keys."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP TABLE IF EXISTS user_reaction")
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
         database = await conn.fetchval("SELECT current_database()")
         await conn.execute(f"ALTER DATABASE \"{database}\" SET timezone = 'America/New_York'")
-        await conn.execute(SEED_TABLE)
-        await conn.execute(FILL, rows, users, end_days, span_days)
+        await conn.execute(SEED_TABLE.format(table=table))
+        await conn.execute(FILL.format(table=table), rows, users, end_days, span_days)
     finally:
         await conn.close()
 
 
-async def add_bad_rows(dsn: str, reactions: Sequence[tuple[str, str]]) -> None:
+async def add_bad_rows(dsn: str, reactions: Sequence[tuple[str, str]], table: str = DEFAULT_TABLE) -> None:
     """Rows a single POST refuses (username, reaction): they go to the rejects file, the rest is imported."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.executemany("INSERT INTO user_reaction (username, reaction, timestamp) "
+        await conn.executemany(f"INSERT INTO {table} (username, reaction, timestamp) "
                                "VALUES ($1, $2, now() AT TIME ZONE 'UTC' - interval '1 day')", reactions)
     finally:
         await conn.close()
 
 
-async def source_hours(dsn: str) -> HourCounts:
+async def source_hours(dsn: str, table: str = DEFAULT_TABLE) -> HourCounts:
     conn = await asyncpg.connect(dsn)
     try:
-        return {r[0]: (r[1], r[2], r[3]) for r in await conn.fetch(HOURS_SQL)}
+        return {r[0]: (r[1], r[2], r[3]) for r in await conn.fetch(HOURS_SQL.format(table=table))}
     finally:
         await conn.close()
 
@@ -136,6 +140,20 @@ class ImportRun:
         finally:
             await self.kill()
         return summary_of(self.proc.returncode or 0, self.out.read_text(), self.stderr())
+
+    async def wait_running_until(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
+        """Wait until ``check`` holds while the import still runs; fail with its output if it ended or hung."""
+
+        async def holds() -> bool:
+            if self.proc.returncode is not None:
+                raise AssertionError(f"the import ended (exit {self.proc.returncode}) before {what}: "
+                                     f"{self.out.read_text()} {self.stderr()[-3000:]}")
+            return await check()
+
+        try:
+            await wait_until(holds, what, IMPORT_DEADLINE_S, 0.01)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the import said: {self.stderr()[-3000:]}") from None
 
     async def kill(self) -> None:
         if self.proc.returncode is None:
