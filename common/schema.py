@@ -24,6 +24,14 @@ re-created database), the current timeline (a promoted standby or a
 point-in-time restore) and ``schema_info.shard_uuid``, made when the schema is
 created. A base backup or a dump copies the UUID, so every restore ends with
 ``UPDATE schema_info SET shard_uuid = gen_random_uuid()``.
+
+The settle bound (README, Invariants 8): a write transaction adds one row to
+``commit_guard`` with its deadline, and a deferred constraint trigger on it,
+fired once per transaction when it commits (the row is one per transaction,
+never one per event), compares ``clock_timestamp()`` with the deadline:
+past it, it raises ``LATE_COMMIT_SQLSTATE`` and the transaction rolls back.
+Otherwise it deletes its row, so the table holds only the rows of
+transactions in flight (and dead ones until a vacuum).
 """
 
 from __future__ import annotations
@@ -112,6 +120,32 @@ CREATE TABLE IF NOT EXISTS writer_heartbeat (
     beats   bigint NOT NULL,
     at      timestamptz NOT NULL
 );
+-- A write transaction's deadline (README, Invariants 8): one row per
+-- transaction, checked and removed when the transaction commits (below).
+CREATE TABLE IF NOT EXISTS commit_guard (
+    xact      xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),
+    deadline  timestamptz NOT NULL
+);
+CREATE OR REPLACE FUNCTION reactions_commit_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF clock_timestamp() > NEW.deadline THEN
+        RAISE EXCEPTION 'commit refused: % past its deadline, certainly not stored',
+            clock_timestamp() - NEW.deadline USING ERRCODE = 'RS001';
+    END IF;
+    DELETE FROM commit_guard WHERE xact = NEW.xact;
+    RETURN NULL;
+END
+$$;
+-- Deferred: it runs when the transaction commits, after every statement of it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'commit_deadline'
+                   AND tgrelid = 'commit_guard'::regclass) THEN
+        CREATE CONSTRAINT TRIGGER commit_deadline AFTER INSERT ON commit_guard
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION reactions_commit_guard();
+    END IF;
+END
+$$;
 -- The timeline is the first 8 hex digits of the current WAL file's name (a
 -- checkpoint's timeline lags a promotion); a standby reports its last checkpoint's.
 CREATE OR REPLACE FUNCTION reactions_identity(
@@ -128,6 +162,13 @@ $$;
 # Writers NOTIFY this channel with the hour (as text) of every committed
 # batch that touched an hour other than the current one.
 LATE_WRITES_CHANNEL = "reactions_late_hours"
+
+# A write transaction's deadline: every write path runs it inside its
+# transaction (writer/db.py ``guard_commit``), ``{deadline}`` being the
+# placeholder of seconds since the epoch.
+COMMIT_GUARD = "INSERT INTO commit_guard (deadline) VALUES (to_timestamp({deadline}::float8))"
+# What the guard's trigger raises for a commit past its deadline: rolled back.
+LATE_COMMIT_SQLSTATE = "RS001"
 
 
 # Schema 3 and older: ``reactions`` was one table with a primary key on id

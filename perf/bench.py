@@ -5,8 +5,9 @@
 
 Starts (or finds) the cluster, the ceiling stack (trivial aiohttp behind the
 same nginx template) and the naive stack (batching-disabled writers), then:
-wrk rounds of every scenario, interleaved; the mixed locust scenario and its
-audit; py-spy profiles of the processes behind any missed target; the report.
+wrk rounds of every scenario, interleaved; batches of 1,000 events beside
+COPY (perf/batch_bench.py); the mixed locust scenario and its audit; py-spy
+profiles of the processes behind any missed target; the report.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf.batch_bench import BatchPlan, run_batch_bench
 from perf.mixed import MixedPlan, run_mixed
 from perf.procs import ComponentCpu
 from perf.profiling import profile_while
@@ -69,6 +71,7 @@ class Plan:
     pause_s: float
     mixed: MixedPlan
     profile_s: int
+    batch: BatchPlan
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,12 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
                                  "split and the profiles were skipped (pass --data-dir of the running cluster)")
         chosen = [m for m in measurements_for(reactions, ceiling, naive) if args.only in (None, m.method)]
         results.scenarios = run_rounds(chosen, plan, t0)
+        if plan.batch.seconds > 0 and cluster is not None and args.only is None:
+            say(f"batches: {plan.batch.events} events each, {plan.batch.concurrency} client loops, "
+                f"{plan.batch.seconds:g} s; then COPY into one table")
+            single = results.scenario(POST_DURABLE)
+            results.batch = run_batch_bench(reactions.url, cluster, plan.batch, reactions.components,
+                                            single.median("requests_per_s") if single else None)
         if plan.mixed.seconds > 0:
             say(f"mixed scenario: locust, {plan.mixed.users} users x {plan.mixed.rate_per_user:g} req/s, "
                 f"{plan.mixed.seconds} s")
@@ -268,6 +277,9 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--mixed-seconds", type=int, default=40, help="0: no mixed scenario")
     parser.add_argument("--only", choices=("GET", "POST"), help="only the wrk scenarios of one method (experiments)")
     parser.add_argument("--profile-seconds", type=int, default=8, help="0: no profiles")
+    parser.add_argument("--batch-seconds", type=float, default=10.0, help="0: no batch scenario")
+    parser.add_argument("--batch-concurrency", type=int, default=8, help="batch client loops")
+    parser.add_argument("--batch-events", type=int, default=1000, help="events per batch")
     parser.add_argument("--service-env", type=env_pair, action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment of the cluster's writers and aggregators (experiments)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -276,7 +288,8 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     if args.url is not None and not args.url.startswith("http://127.0.0.1:"):
         parser.error("--url must be http://127.0.0.1:PORT (benchmarks target loopback only)")
     return args, Plan(args.seconds, args.rounds, args.connections, args.warmup, args.pause,
-                      MixedPlan(args.mixed_users, args.mixed_rate, args.mixed_seconds), args.profile_seconds)
+                      MixedPlan(args.mixed_users, args.mixed_rate, args.mixed_seconds), args.profile_seconds,
+                      BatchPlan(args.batch_seconds, args.batch_concurrency, args.batch_events))
 
 
 def main() -> None:

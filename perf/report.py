@@ -22,6 +22,7 @@ from perf.results import (
     POST_DURABLE,
     POST_NAIVE,
     SOFTIRQ,
+    BatchRun,
     BenchResults,
     MixedRun,
     Profile,
@@ -37,6 +38,10 @@ POST_MIN_RATIO_TO_NAIVE = 3.0
 POST_MIN_RATIO_TO_CEILING = 0.5
 POST_MAX_P99_MS = 25.0
 # Cores used by processes outside the bench above which the report warns.
+# Batches of 1,000 events at the default 3 shards (issue 20; README, Performance).
+BATCH_MIN_EVENTS_PER_S = 100_000
+BATCH_MIN_RATIO_TO_SINGLE = 20.0
+BATCH_MAX_P99_MS = 100.0
 BUSY_MACHINE_CORES = 0.25
 # CPU columns that are not the system under test.
 NOT_UNDER_TEST = frozenset({OTHER, SOFTIRQ, IDLE_STACKS})
@@ -82,6 +87,45 @@ def mixed_checks(mixed: MixedRun | None) -> list[TargetCheck]:
     ]
 
 
+def batch_checks(run: BatchRun | None) -> list[TargetCheck]:
+    goals = [f"batches of 1,000 >= {BATCH_MIN_EVENTS_PER_S:,} durable events/s",
+             f"batches >= {BATCH_MIN_RATIO_TO_SINGLE:g}x the single-POST path (events/s)",
+             f"batch p99 < {BATCH_MAX_P99_MS:g} ms", "batches: every acknowledged event counted"]
+    if run is None:
+        return [TargetCheck("batch", goal, "not measured", None) for goal in goals]
+    ratio = run.ratio_to_single
+    return [
+        TargetCheck("batch", goals[0], f"{run.events_per_s:,.0f} events/s "
+                    f"({run.events_per_s / BATCH_MIN_EVENTS_PER_S:.0%} of the target)",
+                    run.events_per_s >= BATCH_MIN_EVENTS_PER_S),
+        TargetCheck("batch", goals[1], "not measured" if ratio is None else
+                    f"{ratio:.1f}x ({run.single_post_per_s:,.0f} single-POST events/s)",
+                    None if ratio is None else ratio >= BATCH_MIN_RATIO_TO_SINGLE),
+        TargetCheck("batch", goals[2], f"{run.p99_ms:.1f} ms at {run.concurrency} client loops",
+                    run.p99_ms < BATCH_MAX_P99_MS),
+        TargetCheck("batch", goals[3], run.audit, run.exact),
+    ]
+
+
+def batch_summary(run: BatchRun) -> list[str]:
+    single = f"{run.ratio_to_single:.1f}x the single-POST path ({run.single_post_per_s:,.0f} events/s)" \
+        if run.ratio_to_single is not None else "single-POST path not measured"
+    return [
+        f"batches of {run.events_per_batch} events, {run.concurrency} client loops, {run.seconds:g} s: "
+        f"{run.events_per_s:,.0f} durable events/s ({run.batches} batches answered 200), "
+        f"p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, errors {run.errors or 'none'}",
+        f"{single}; COPY into one table: {run.copy_rows_per_s:,.0f} rows/s, batches at "
+        f"{run.ratio_to_copy:.2f}x of it",
+        f"load generator {run.generator_cores:.2f} cores; audit: {'exact' if run.exact else 'NOT exact'} "
+        f"({run.audit})",
+    ]
+
+
+def batch_section(run: BatchRun) -> Iterator[str]:
+    yield from (f"- {line}" for line in batch_summary(run))
+    yield "- CPU (cores): " + ", ".join(f"{name} {cores:.2f}" for name, cores in run.components.items())
+
+
 def evaluate(results: BenchResults) -> list[TargetCheck]:
     """Each performance goal (README, Performance) against this run's figures."""
     return [
@@ -94,6 +138,7 @@ def evaluate(results: BenchResults) -> list[TargetCheck]:
                     f"POST durable >= {POST_MIN_RATIO_TO_CEILING}x POST ceiling"),
         p99_check(results, POST_DURABLE, POST_MAX_P99_MS, f"POST durable p99 < {POST_MAX_P99_MS:g} ms"),
         *mixed_checks(results.mixed),
+        *batch_checks(results.batch),
     ]
 
 
@@ -318,6 +363,8 @@ def render_markdown(results: BenchResults) -> str:
         "![rounds over time](over_time.png)",
         "",
     ]
+    if results.batch is not None:
+        lines += ["## Batches (POST /analytics/batch, perf/batch_bench.py)", "", *batch_section(results.batch), ""]
     if results.mixed is not None:
         lines += ["## Mixed scenario", "", *mixed_section(results.mixed), "", "![mixed](mixed_over_time.png)", ""]
     if results.profiles:

@@ -153,6 +153,34 @@ class Profile:
     stacks_file: str | None = None  # py-spy collapsed stacks beside the report (flamegraph.pl, speedscope)
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """What one batch run measured (perf/batch_bench.py)."""
+
+    events_per_batch: int
+    concurrency: int
+    seconds: float
+    batches: int  # answered 200
+    events_per_s: float  # durable events (200 answers' stored) per second
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]  # status (or exception) -> count
+    generator_cores: float
+    copy_rows_per_s: float
+    single_post_per_s: float | None  # the single-POST path's events/s in the same run
+    exact: bool  # the audit: the hour's GET equals what the 200s acknowledged
+    audit: str
+    components: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio_to_copy(self) -> float:
+        return self.events_per_s / self.copy_rows_per_s if self.copy_rows_per_s else 0.0
+
+    @property
+    def ratio_to_single(self) -> float | None:
+        return self.events_per_s / self.single_post_per_s if self.single_post_per_s else None
+
+
 @dataclass
 class BenchResults:
     started: str  # ISO 8601, UTC
@@ -162,6 +190,7 @@ class BenchResults:
     mixed: MixedRun | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    batch: BatchRun | None = None
 
     def scenario(self, key: str) -> Scenario | None:
         return next((s for s in self.scenarios if s.key == key), None)
@@ -184,4 +213,5 @@ class BenchResults:
             }),
             profiles=[Profile(**{**p, "top_self": [tuple(t) for t in p["top_self"]],
                                  "top_total": [tuple(t) for t in p["top_total"]]}) for p in raw["profiles"]],
+            batch=BatchRun(**raw["batch"]) if raw.get("batch") else None,
         )

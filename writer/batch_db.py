@@ -13,8 +13,9 @@ One transaction per part (README, Batches):
    it then holds until commit, its first-seen users inserted with that
    version (the per-hour version rules of README, Design), a NOTIFY of
    every late hour, and the part's own ``batch_parts`` row;
-5. COMMIT, after the settle guard (issue 19) once it exists: ``deadline``
-   is where it goes.
+5. the settle guard (writer/db.py ``guard_commit``, README, Invariants 8):
+   PostgreSQL rolls the part back rather than commit it past ``deadline``;
+6. COMMIT.
 
 Outcomes as for single POSTs (writer/batcher.py): ``NotStored`` when
 PostgreSQL rolled the part back or it was never sent, ``OutcomeUnknown``
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -34,7 +36,7 @@ from common import partitions
 from common.pg import WaitBounds, is_connection_error, release, terminate
 from common.schema import LATE_WRITES_CHANNEL
 from writer.batcher import NotStored, OutcomeUnknown
-from writer.db import CANNOT_WRITE_SQLSTATES, NO_PARTITION_SQLSTATE, CannotWrite, MissingPartition, _add_partitions
+from writer.db import MissingPartition, add_partitions, guard_commit, refusal
 
 # The class of the two-int advisory locks a part takes on its key (another
 # lock space than the migration's one-bigint lock).
@@ -142,7 +144,7 @@ async def write_part(conn: asyncpg.Connection, key: str, digest: bytes, part: Pa
 
 
 async def commit_once(conn: asyncpg.Connection, key: str, digest: bytes, part: Part, current_hour: int,
-                      deadline: float | None) -> PartCommitted:
+                      deadline: float) -> PartCommitted:
     """One transaction; raises ``CommitSent`` around a failure once COMMIT was sent."""
     transaction = conn.transaction()
     await transaction.start()
@@ -150,8 +152,8 @@ async def commit_once(conn: asyncpg.Connection, key: str, digest: bytes, part: P
         missing_at = await missing_records(conn, key, digest, part)
         if missing_at:
             await write_part(conn, key, digest, part, part.select(missing_at), current_hour)
-        # The settle guard (issue 19) goes here, given ``deadline``: it makes
-        # PostgreSQL roll this transaction back if it would commit after it.
+        if math.isfinite(deadline):
+            await guard_commit(conn, deadline)
     except (asyncpg.PostgresError, KeyReused) as exc:
         if not is_connection_error(exc):
             await transaction.rollback()  # a clean refusal: the session stays usable
@@ -168,7 +170,7 @@ class CommitSent(Exception):
 
 
 async def commit_part(pool: asyncpg.Pool, bounds: WaitBounds, key: str, digest: bytes, part: Part,
-                      current_hour: int, deadline: float | None = None) -> PartCommitted:
+                      current_hour: int, deadline: float = math.inf) -> PartCommitted:
     """Commit ``part`` within ``bounds``: PartCommitted, or NotStored / OutcomeUnknown / KeyReused.
 
     The single place a part is committed (so the settle guard has one home).
@@ -182,7 +184,7 @@ async def commit_part(pool: asyncpg.Pool, bounds: WaitBounds, key: str, digest: 
         try:
             result = await bounded_once(conn, bounds, key, digest, part, current_hour, deadline)
         except MissingPartition:  # rolled back: the connection makes the partitions, then the part again
-            await _add_partitions(conn, bounds, {partitions.day_of_hour(h) for h in set(part.hours)})
+            await add_partitions(conn, bounds, {partitions.day_of_hour(h) for h in set(part.hours)})
             result = await bounded_once(conn, bounds, key, digest, part, current_hour, deadline)
         reusable = True
         return result
@@ -196,7 +198,7 @@ async def commit_part(pool: asyncpg.Pool, bounds: WaitBounds, key: str, digest: 
 
 
 async def bounded_once(conn: asyncpg.Connection, bounds: WaitBounds, key: str, digest: bytes, part: Part,
-                       current_hour: int, deadline: float | None) -> PartCommitted:
+                       current_hour: int, deadline: float) -> PartCommitted:
     """One try within ``bounds.statement_s``, its failure classified."""
     try:
         async with asyncio.timeout(bounds.statement_s):
@@ -204,16 +206,12 @@ async def bounded_once(conn: asyncpg.Connection, bounds: WaitBounds, key: str, d
     except CommitSent as sent:
         exc = sent.__cause__
         if isinstance(exc, asyncpg.PostgresError) and not is_connection_error(exc):
-            raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+            raise refusal(exc) from exc
         raise OutcomeUnknown(f"no answer to the commit ({type(exc).__name__})") from exc
     except asyncpg.PostgresError as exc:
         if is_connection_error(exc):
             raise NotStored(f"connection lost before the commit ({exc.sqlstate})") from exc
-        if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
-            raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
-        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
-            raise CannotWrite(f"database could not write; rolled the part back ({exc.sqlstate})") from exc
-        raise NotStored(f"database rolled the part back ({exc.sqlstate})") from exc
+        raise refusal(exc) from exc
     except TimeoutError as exc:
         raise NotStored(f"the part was not committed within {bounds.statement_s:g} s; retry") from exc
     except (OSError, asyncpg.InterfaceError) as exc:

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 from aiohttp import web
 
 from common.batches import TooManyEvents, parse_batch
 from common.events import BAD_IDEMPOTENCY_KEY, UNKNOWN_PARAMETER, BadInput, bad_request, parse_idempotency_key
 from common.hours import current_hour, now_ms
-from writer import batch_db
+from writer import batch_db, settle
 from writer.batch_db import Part, PartCommitted
-from writer.batcher import NotStored, OutcomeUnknown
-from writer.batches import SENT_HEADER, Outcome, PartResult, Request
+from writer.batcher import NotStored, OutcomeUnknown, TooLate, late
+from writer.batches import Outcome, PartResult, Request
 from writer.db import CannotWrite
-from writer.keys import DISPATCHER, HEALTH, METRICS, POOL, SETTINGS
+from writer.keys import BATCH_POOL, DISPATCHER, HEALTH, METRICS, SETTINGS
 from writer.part_wire import DIGEST_HEADER, decode_part
-from writer.views import OUTCOME_HEADER, RETRY_AFTER_S, unavailable
+from writer.views import OUTCOME_HEADER, RETRY_AFTER_S, deadline_of, unavailable
 
 PLACEMENT_HEADER = "X-Reactions-Placement"
 
@@ -51,8 +52,8 @@ async def read_body(app: web.Application, request: web.BaseRequest) -> bytes:
     return bytes(body)
 
 
-def batch_request(request: web.BaseRequest) -> Request:
-    """The key (required), the placement asked for and the CSV type, else 400 / 415."""
+def batch_request(app: web.Application, request: web.BaseRequest) -> Request:
+    """The key (required), the placement asked for and the CSV type, else 400 / 415; the write's deadline."""
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     if key is None:
         raise bad_request(BAD_IDEMPOTENCY_KEY, "a batch needs an Idempotency-Key header")
@@ -62,13 +63,13 @@ def batch_request(request: web.BaseRequest) -> Request:
     if request.content_type != "text/csv" or request.charset not in (None, "utf-8", "UTF-8"):
         raise web.HTTPUnsupportedMediaType(text="a batch is text/csv (UTF-8)\n")
     return Request(key=key, digest=b"", strict=placement == "strict",
-                   sent_stamp=request.headers.get(SENT_HEADER), deadline=None)
+                   sent_stamp=request.headers.get(settle.STAMP_HEADER), deadline=deadline_of(app, request))
 
 
 async def post_batch(app: web.Application, request: web.BaseRequest) -> web.Response:
     metrics = app[METRICS]
     try:
-        req = batch_request(request)
+        req = batch_request(app, request)
         body = await read_body(app, request)
         batch = parse_batch(body, now_ms(), app[SETTINGS].batch_post_max_events)
     except BadInput as exc:
@@ -117,7 +118,10 @@ async def post_part(app: web.Application, request: web.BaseRequest) -> web.Respo
     if key is None or len(digest) != 32:
         raise bad_request(BAD_IDEMPOTENCY_KEY, "a batch part needs its key and its batch's digest")
     part = decode_part(await read_body(app, request), now_ms())
-    req = Request(key, digest, strict=True, sent_stamp=request.headers.get(SENT_HEADER), deadline=None)
+    # The batch's deadline: from nginx's stamp, which the first writer passed on (or this part's arrival).
+    stamp = request.headers.get(settle.STAMP_HEADER)
+    deadline = settle.write_deadline(settle.parse_stamp(stamp), time.time(), app[SETTINGS].write_budget_s)
+    req = Request(key, digest, strict=True, sent_stamp=stamp, deadline=deadline)
     try:
         committed = await commit_here(app, req, part)
     except batch_db.KeyReused as exc:
@@ -137,8 +141,14 @@ async def commit_here(app: web.Application, request: Request, part: Part) -> Par
     if not health.up:
         raise NotStored(f"the shard's database is unavailable ({health.down_reason}); retry")
     try:
-        committed = await batch_db.commit_part(app[POOL], settings.bounds, request.key, request.digest, part,
+        if settle.is_late(request.deadline):
+            raise late(request.deadline)
+        committed = await batch_db.commit_part(app[BATCH_POOL], settings.bounds, request.key, request.digest, part,
                                                current_hour(), request.deadline)
+    except TooLate as exc:
+        metrics.late.labels(exc.where).inc(len(part))
+        metrics.part_events.labels("not_stored").inc(len(part))
+        raise
     except OutcomeUnknown as exc:
         health.commit_outcome_unknown(str(exc))
         metrics.part_events.labels("unknown").inc(len(part))

@@ -14,6 +14,14 @@ reached the database, or rolled back by it) or ``OutcomeUnknown`` (the commit
 was sent and its answer lost). An event that waited longer than
 ``max_queue_wait_s`` for its commit to start is refused, never sent: so that
 every request is answered within queue wait + commit bound.
+
+An event also carries its deadline (writer/settle.py): the last moment it may
+commit. One already past it is refused (``TooLate``), never sent; a batch is
+committed with the earliest deadline of its events, which PostgreSQL enforces
+(writer/db.py ``guard_commit``). Earliest, not split by deadline: the events
+of a batch arrived within milliseconds of each other, so their deadlines are
+that close too, and a batch that would commit past the first of them is one
+whose commit is far slower than every bound anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +38,8 @@ from common.events import Reaction
 
 log = logging.getLogger(__name__)
 
-CommitFn = Callable[[Sequence[Reaction]], Awaitable[None]]
+# A batch and its deadline (seconds since the epoch; inf: none).
+CommitFn = Callable[[Sequence[Reaction], float], Awaitable[None]]
 
 
 class CommitFailed(Exception):
@@ -52,6 +62,18 @@ class ShuttingDown(NotStored):
     """The writer no longer takes events."""
 
 
+class TooLate(NotStored):
+    """Past its deadline (README, Invariants 8): refused unsent (``where="writer"``) or rolled back by PostgreSQL."""
+
+    def __init__(self, reason: str, where: str = "writer") -> None:
+        super().__init__(reason)
+        self.where = where
+
+
+def late(deadline: float) -> TooLate:
+    return TooLate(f"past its deadline by {time.time() - deadline:.3f} s: it will never be stored; retry")
+
+
 @dataclass
 class Batch:
     reactions: list[Reaction] = field(default_factory=list)
@@ -59,13 +81,33 @@ class Batch:
     # When each event joined (monotonic, so non-decreasing): for the queue-wait bound.
     arrived: list[float] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
+    # The last moment each event may commit (seconds since the epoch; inf: none).
+    deadlines: list[float] = field(default_factory=list)
 
     def split(self, at: int) -> Batch:
         """Keep the first ``at`` events here; return the others as a new batch."""
         opened_at = self.arrived[at] if at < len(self.arrived) else time.monotonic()
-        rest = Batch(self.reactions[at:], self.waiters[at:], self.arrived[at:], opened_at)
-        del self.reactions[at:], self.waiters[at:], self.arrived[at:]
+        rest = Batch(self.reactions[at:], self.waiters[at:], self.arrived[at:], opened_at, self.deadlines[at:])
+        del self.reactions[at:], self.waiters[at:], self.arrived[at:], self.deadlines[at:]
         return rest
+
+    def take_late(self, now: float) -> Batch:
+        """Remove the events past their deadline; return them as a batch of their own."""
+        late = Batch()
+        keep = Batch(opened_at=self.opened_at)
+        for row in zip(self.reactions, self.waiters, self.arrived, self.deadlines, strict=True):
+            target = late if row[3] < now else keep
+            target.reactions.append(row[0])
+            target.waiters.append(row[1])
+            target.arrived.append(row[2])
+            target.deadlines.append(row[3])
+        self.reactions, self.waiters, self.arrived, self.deadlines = (
+            keep.reactions, keep.waiters, keep.arrived, keep.deadlines)
+        return late
+
+    @property
+    def deadline(self) -> float:
+        return min(self.deadlines, default=math.inf)
 
 
 @dataclass
@@ -133,8 +175,8 @@ class GroupCommitter:
         self._tasks = [asyncio.create_task(self._flush_loop(), name=f"flusher-{i}")
                        for i in range(self._flushers_wanted)]
 
-    async def submit(self, reaction: Reaction) -> None:
-        """Wait until ``reaction`` is committed; raise if it could not be."""
+    async def submit(self, reaction: Reaction, deadline: float = math.inf) -> None:
+        """Wait until ``reaction`` is committed (by ``deadline``, epoch seconds); raise if it could not be."""
         if self._closing:
             raise ShuttingDown("writer is shutting down")
         if self._refusing is not None:
@@ -148,6 +190,7 @@ class GroupCommitter:
         self._open.reactions.append(reaction)
         self._open.waiters.append(waiter)
         self._open.arrived.append(now)
+        self._open.deadlines.append(deadline)
         self._pending += 1
         if len(self._open.reactions) >= self._wake_at:
             self._wakeup.set()
@@ -213,13 +256,16 @@ class GroupCommitter:
             self._wake_at = 1
 
     def _drop_expired(self) -> None:
-        """Refuse the events that waited too long to be committed in time (they were never sent)."""
+        """Refuse the events that waited too long, or are past their deadline (they were never sent)."""
         batch = self._open
         cutoff = bisect.bisect_left(batch.arrived, time.monotonic() - self._max_queue_wait_s)
-        if cutoff == 0:
-            return
-        self._open = batch.split(cutoff)
-        self._resolve(batch, NotStored("not committed in time: the database is slow; retry"))
+        if cutoff:
+            self._open = batch.split(cutoff)
+            self._resolve(batch, NotStored("not committed in time: the database is slow; retry"))
+        now = time.time()
+        if self._open.deadline < now:
+            late_ones = self._open.take_late(now)
+            self._resolve(late_ones, late(late_ones.deadline))
 
     def _take(self) -> Batch:
         batch = self._open
@@ -236,7 +282,7 @@ class GroupCommitter:
         self._in_flight += 1
         started = time.monotonic()
         try:
-            await self._commit(batch.reactions)
+            await self._commit(batch.reactions, batch.deadline)
             self._expected = self._pending
         except Exception as exc:  # every failure answers the batch, never a 204
             log.error("commit of %d events failed: %s", len(batch.reactions), exc)
@@ -293,18 +339,20 @@ class DirectCommitter:
     def start(self) -> None:
         pass
 
-    async def submit(self, reaction: Reaction) -> None:
+    async def submit(self, reaction: Reaction, deadline: float = math.inf) -> None:
         if self._closing:
             raise ShuttingDown("writer is shutting down")
         if self._refusing is not None:
             raise NotStored(self._refusing)
         if self._pending >= self._queue_max:
             raise Overloaded("writer is overloaded")
+        if deadline < time.time():
+            raise late(deadline)
         self._pending += 1
         self._idle.clear()
         started = time.monotonic()
         try:
-            await asyncio.shield(self._commit([reaction]))
+            await asyncio.shield(self._commit([reaction], deadline))
         except Exception as exc:
             outcome = as_outcome(exc)
             self._stats.on_failure(1, outcome)

@@ -29,12 +29,11 @@ from common.batches import Batch
 from writer.batch_db import KeyReused, Part, PartCommitted
 from writer.batcher import NotStored, OutcomeUnknown
 from writer.part_wire import DIGEST_HEADER, PART_PATH, encode_part
+from writer.settle import STAMP_HEADER
 from writer.topology import WriterTopology
 
 # The placement of a part on this writer's own shard.
 HERE = ""
-# Forwarded to the writer of a part: issue 19's stamp of when nginx sent the request.
-SENT_HEADER = "X-Reactions-Sent"
 
 
 class Outcome(enum.Enum):
@@ -64,8 +63,8 @@ class Request:
     key: str
     digest: bytes
     strict: bool
-    sent_stamp: str | None
-    deadline: float | None
+    sent_stamp: str | None  # nginx's X-Reactions-Sent, passed on with each part (writer/settle.py)
+    deadline: float  # the last moment a part may commit (seconds since the epoch; inf: none)
 
 
 CommitHere = Callable[[Request, Part], Awaitable[PartCommitted]]
@@ -90,12 +89,16 @@ class Dispatcher:
     async def commit(self, request: Request, batch: Batch) -> list[PartResult]:
         return await self._place(request, batch, list(range(len(batch.reactions))), frozenset())
 
-    def split(self, batch: Batch, indexes: list[int], down: frozenset[str]) -> dict[str, list[int]]:
-        """Event indexes by the writer they go to (HERE for this writer's shard); LookupError if all are down."""
+    def split(self, batch: Batch, indexes: list[int], down: frozenset[str],
+              strict: bool = False) -> dict[str, list[int]]:
+        """Event indexes by the writer they go to (HERE for this writer's shard); LookupError if all are down.
+
+        Strict placement ignores which writers are known to be down: every event goes to its ring writer.
+        """
         placement = self._topology.placement
         if placement is None:
             return {HERE: indexes}
-        down = down | self._topology.down()
+        down = frozenset() if strict else down | self._topology.down()
         groups: dict[str, list[int]] = defaultdict(list)
         for i in indexes:
             writer = placement.writer(batch.reactions[i].username, down)
@@ -105,7 +108,7 @@ class Dispatcher:
     async def _place(self, request: Request, batch: Batch, indexes: list[int],
                      down: frozenset[str]) -> list[PartResult]:
         try:
-            groups = self.split(batch, indexes, down)
+            groups = self.split(batch, indexes, down, request.strict)
         except LookupError:
             return [PartResult("", len(indexes), Outcome.NOT_STORED, reason="no writer is up")]
         sent = await asyncio.gather(*(self._send(request, batch, writer, group, down)
@@ -136,7 +139,7 @@ class Dispatcher:
     async def _forward(self, request: Request, writer: str, part: Part) -> PartCommitted:
         headers = {"Idempotency-Key": request.key, DIGEST_HEADER: request.digest.hex(), "Content-Type": "text/csv"}
         if request.sent_stamp is not None:
-            headers[SENT_HEADER] = request.sent_stamp
+            headers[STAMP_HEADER] = request.sent_stamp
         try:
             async with self._session.post(f"http://{writer}{PART_PATH}", data=encode_part(part), headers=headers,
                                           timeout=self._timeout) as resp:

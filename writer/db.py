@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Sequence
 
 import asyncpg
@@ -21,8 +23,8 @@ from common.pg import (
     keep_session,
     server_settings,
 )
-from common.schema import LATE_WRITES_CHANNEL, migrate
-from writer.batcher import NotStored, OutcomeUnknown
+from common.schema import COMMIT_GUARD, LATE_COMMIT_SQLSTATE, LATE_WRITES_CHANNEL, migrate
+from writer.batcher import NotStored, OutcomeUnknown, TooLate
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,9 @@ log = logging.getLogger(__name__)
 #   version under the row lock it then holds until commit;
 # - the final INSERT adds first-seen users with that version;
 # - the SELECT notifies the aggregators of every hour but the current one;
-#   PostgreSQL delivers a NOTIFY only if the transaction commits.
+#   PostgreSQL delivers a NOTIFY only if the transaction commits;
+# - with a deadline, ``guard`` is ``guard_commit``'s row: the transaction
+#   rolls back rather than commit past it (README, Invariants 8).
 COMMIT_BATCH = f"""
 WITH ev AS (
     INSERT INTO reactions (ts, hour, username, event, idem_key)
@@ -62,10 +66,28 @@ WITH ev AS (
 SELECT hour, pg_notify('{LATE_WRITES_CHANNEL}', hour::text)
 FROM hc WHERE hour <> $6
 """
+COMMIT_BATCH_GUARDED = COMMIT_BATCH.replace(
+    "WITH ev AS (", f"WITH guard AS ({COMMIT_GUARD.format(deadline='$7')}), ev AS (", 1)
 
 
-async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int) -> None:
-    """Commit a batch of reactions in one transaction (synchronous_commit on).
+async def guard_commit(conn: asyncpg.Connection, deadline: float) -> None:
+    """Make the open transaction roll back if it would commit after ``deadline`` (seconds since the epoch).
+
+    Every write path calls it inside its transaction (README, Invariants 8).
+    It adds one row to ``commit_guard``; a deferred constraint trigger checks
+    it once, when the transaction commits, against PostgreSQL's clock, and
+    removes it (common/schema.py). A commit refused there raises an error
+    whose SQLSTATE is ``LATE_COMMIT_SQLSTATE``: rolled back, certainly not
+    stored. ``commit_batch`` puts the same row in its own single statement.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("guard_commit needs an open transaction: outside one it would guard nothing")
+    await conn.execute(COMMIT_GUARD.format(deadline="$1"), deadline)
+
+
+async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], current_hour: int,
+                       deadline: float = math.inf) -> None:
+    """Commit a batch of reactions in one transaction (synchronous_commit on), by ``deadline`` if finite.
 
     Batches with idempotency keys insert them in one order, (user, key), so
     that two batches of one shard holding the same retried keys wait for each
@@ -75,21 +97,19 @@ async def commit_batch(conn: asyncpg.Connection, batch: Sequence[Reaction], curr
     if any(r.idempotency_key is not None for r in batch):
         batch = sorted(batch, key=lambda r: (r.username, r.idempotency_key or ""))
         keys = [r.idempotency_key for r in batch]
-    await conn.execute(
-        COMMIT_BATCH,
-        [r.ts for r in batch],
-        [r.hour for r in batch],
-        [r.username for r in batch],
-        [int(r.event) for r in batch],
-        keys,
-        current_hour,
-    )
+    args = ([r.ts for r in batch], [r.hour for r in batch], [r.username for r in batch],
+            [int(r.event) for r in batch], keys, current_hour)
+    if math.isfinite(deadline):
+        await conn.execute(COMMIT_BATCH_GUARDED, *args, deadline)
+    else:
+        await conn.execute(COMMIT_BATCH, *args)
 
 
 async def commit_bounded(
-    connections: HeldConnections, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int
+    connections: HeldConnections, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int,
+    deadline: float = math.inf,
 ) -> None:
-    """Commit within ``bounds``; raise ``NotStored`` or ``OutcomeUnknown`` when it does not.
+    """Commit within ``bounds`` and by ``deadline``; raise ``NotStored`` or ``OutcomeUnknown`` when it does not.
 
     Not stored, certainly: no connection within the bound (nothing was sent),
     or PostgreSQL reported an error (a single statement outside a transaction
@@ -111,10 +131,10 @@ async def commit_bounded(
         if not is_open(conn):
             raise NotStored("database connection closed before the commit; retry")
         try:
-            await _commit_once(conn, bounds, batch, current_hour)
+            await _commit_once(conn, bounds, batch, current_hour, deadline)
         except MissingPartition:
-            await _add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
-            await _commit_once(conn, bounds, batch, current_hour)
+            await add_partitions(conn, bounds, {partitions.day_of_hour(r.hour) for r in batch})
+            await _commit_once(conn, bounds, batch, current_hour, deadline)
     except BaseException as exc:
         failure = exc
         raise
@@ -136,20 +156,16 @@ CANNOT_WRITE_SQLSTATES = ("53100", "58030")
 
 
 async def _commit_once(
-    conn: asyncpg.Connection, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int
+    conn: asyncpg.Connection, bounds: WaitBounds, batch: Sequence[Reaction], current_hour: int, deadline: float
 ) -> None:
     """One commit of the batch, its failure classified."""
     try:
         async with asyncio.timeout(bounds.statement_s):
-            await commit_batch(conn, batch, current_hour)
+            await commit_batch(conn, batch, current_hour, deadline)
     except asyncpg.PostgresError as exc:
         if is_connection_error(exc):
             raise OutcomeUnknown(f"connection lost during the commit ({exc.sqlstate})") from exc
-        if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
-            raise MissingPartition(f"no partition for an event's day ({exc.sqlstate})") from exc
-        if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
-            raise CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})") from exc
-        raise NotStored(f"database rolled the commit back ({exc.sqlstate})") from exc
+        raise refusal(exc) from exc
     except TimeoutError as exc:
         raise OutcomeUnknown(f"no answer to the commit within {bounds.statement_s:g} s") from exc
     except (OSError, asyncpg.InterfaceError) as exc:
@@ -161,7 +177,19 @@ async def _commit_once(
 NO_PARTITION_SQLSTATE = "23514"
 
 
-async def _add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
+def refusal(exc: asyncpg.PostgresError) -> NotStored:
+    """What an error PostgreSQL reported (not a lost connection) means: it rolled the commit back."""
+    if exc.sqlstate == LATE_COMMIT_SQLSTATE:
+        return TooLate("PostgreSQL rolled the commit back: it came past its deadline; it will never be"
+                       " stored; retry", where="database")
+    if exc.sqlstate == NO_PARTITION_SQLSTATE and "no partition" in str(exc):
+        return MissingPartition(f"no partition for an event's day ({exc.sqlstate})")
+    if (exc.sqlstate or "").startswith(CANNOT_WRITE_SQLSTATES):
+        return CannotWrite(f"database could not write; rolled the commit back ({exc.sqlstate})")
+    return NotStored(f"database rolled the commit back ({exc.sqlstate})")
+
+
+async def add_partitions(conn: asyncpg.Connection, bounds: WaitBounds, days: set[int]) -> None:
     """Make the partitions of ``days``; NotStored if that fails (the batch was already rolled back)."""
     try:
         async with asyncio.timeout(bounds.statement_s):
@@ -197,9 +225,11 @@ async def maintain_partitions(pool: asyncpg.Pool, bounds: WaitBounds, today: int
 
 # The health probe: a durable commit of this writer's heartbeat row. A SELECT
 # would pass on a shard that can no longer commit (a full disk, a stuck WAL).
+# It returns PostgreSQL's clock, for the writer's skew to it (writer/settle.py).
 HEARTBEAT = """
 INSERT INTO writer_heartbeat AS h (writer, beats, at) VALUES ($1, 1, now())
 ON CONFLICT (writer) DO UPDATE SET beats = h.beats + 1, at = now()
+RETURNING extract(epoch FROM clock_timestamp())::float8
 """
 
 
@@ -218,21 +248,30 @@ INSERT INTO writer_space_probe SELECT decode(repeat('a5', 1000), 'hex') FROM gen
 """
 
 
-async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str, prove_space: bool = False) -> None:
+async def heartbeat(pool: asyncpg.Pool, bounds: WaitBounds, writer: str, prove_space: bool = False) -> float:
     """Commit one heartbeat within ``bounds`` (first proving space, if asked); raise on any failure.
 
-    A database without the schema is given it first (bounded by MIGRATE_TIMEOUT_S).
+    Returns this writer's clock minus PostgreSQL's, in seconds (PostgreSQL's
+    clock read against the middle of the heartbeat's round trip: off by at
+    most half of it). A database without the schema is given it first
+    (bounded by MIGRATE_TIMEOUT_S).
     """
     try:
         async with bounded_connection(pool, bounds) as conn, asyncio.timeout(bounds.statement_s):
             if prove_space:
                 await _prove_space(conn)
-            await conn.execute(HEARTBEAT, writer)
+            return await _beat(conn, writer)
     except asyncpg.UndefinedTableError:
         migration = WaitBounds(acquire_s=bounds.acquire_s, statement_s=MIGRATE_TIMEOUT_S)
         async with bounded_connection(pool, migration) as conn, asyncio.timeout(MIGRATE_TIMEOUT_S):
             await migrate(conn)
-            await conn.execute(HEARTBEAT, writer)
+            return await _beat(conn, writer)
+
+
+async def _beat(conn: asyncpg.Connection, writer: str) -> float:
+    sent = time.time()
+    server_clock = await conn.fetchval(HEARTBEAT, writer)
+    return (sent + time.time()) / 2 - float(server_clock)
 
 
 async def _prove_space(conn: asyncpg.Connection) -> None:

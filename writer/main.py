@@ -25,10 +25,11 @@ from writer.batcher import BatchStats, Committer, DirectCommitter, GroupCommitte
 from writer.batches import Dispatcher, Request
 from writer.gate import ListenGate
 from writer.health import DatabaseHealth
-from writer.keys import COMMITTER, DISPATCHER, GATE, HEALTH, METRICS, POOL, SETTINGS
+from writer.keys import BATCH_POOL, CLOCKS, COMMITTER, DISPATCHER, GATE, HEALTH, METRICS, POOL, SETTINGS
 from writer.metrics import WriterMetrics
 from writer.routes import dispatcher
 from writer.settings import Settings
+from writer.settle import PEERS, Clocks
 from writer.topology import WriterTopology
 
 log = logging.getLogger("reactions.writer")
@@ -45,6 +46,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[METRICS] = WriterMetrics.create()
+    app[CLOCKS] = clocks = Clocks(settings.clock_skew_margin_s)
+    app[METRICS].watch_clocks(clocks.seconds, PEERS, settings.clock_skew_margin_s, settings.write_budget_s)
     app[GATE] = ListenGate(settings.host, settings.port)
     app.cleanup_ctx.extend([pool_ctx, committer_ctx, health_ctx, retention_ctx, batches_ctx])
     return app
@@ -93,8 +96,11 @@ async def health_ctx(app: web.Application) -> AsyncIterator[None]:
             committer.refuse(f"the shard's database is unavailable ({reason}); retry")
         gate.want_open(reason is None)
 
-    health = DatabaseHealth(lambda prove_space: db.heartbeat(pool, settings.probe_bounds, name, prove_space), on_change,
-                            interval_s=settings.probe_interval_s)
+    async def probe(prove_space: bool) -> None:
+        skew = await db.heartbeat(pool, settings.probe_bounds, name, prove_space)
+        app[CLOCKS].observe("postgres", skew, estimate=True)
+
+    health = DatabaseHealth(probe, on_change, interval_s=settings.probe_interval_s)
     app[HEALTH] = health
     app[METRICS].watch_database(lambda: health.up)
     async with running(health.run(), "database-health"):
@@ -121,6 +127,9 @@ async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.shards_file or settings.shards_url else None
     topology = WriterTopology(source, settings.dsn)
     await topology.open()
+    # A pool of their own (lazy): batch parts never starve the flushers or the heartbeat of connections.
+    app[BATCH_POOL] = pool = await db.open_pool(settings.dsn, min_size=0, max_size=settings.batch_pool_size,
+                                                bounds=settings.bounds)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
                                     auto_decompress=False)
 
@@ -135,13 +144,14 @@ async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await session.close()
         await topology.close()
+        await close_pool(pool)
 
 
 def make_committer(app: web.Application, connections: HeldConnections) -> Committer:
     settings, metrics = app[SETTINGS], app[METRICS]
 
-    async def commit(batch: Sequence[Reaction]) -> None:
-        await db.commit_bounded(connections, settings.bounds, batch, current_hour())
+    async def commit(batch: Sequence[Reaction], deadline: float) -> None:
+        await db.commit_bounded(connections, settings.bounds, batch, current_hour(), deadline)
 
     def on_failure(size: int, exc: BaseException) -> None:
         metrics.on_failure(size, exc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -11,6 +11,8 @@ from common.events import REJECTION_CODES
 from common.metrics import LATENCY_BUCKETS_S, new_registry
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# Where a late event was refused: by the writer (never sent) or by PostgreSQL (rolled back).
+LATE_WHERE = ("writer", "database")
 
 
 @dataclass
@@ -28,6 +30,10 @@ class WriterMetrics:
     commit_seconds: Histogram
     pending: Gauge
     part_events: Counter
+    late: Counter
+    clock_skew: Gauge
+    clock_skew_margin: Gauge
+    write_budget: Gauge
 
     @classmethod
     def create(cls) -> WriterMetrics:
@@ -57,12 +63,33 @@ class WriterMetrics:
             part_events=Counter("reactions_batch_part_events_total",
                                 "Events of batch parts this writer committed on its shard, by outcome.",
                                 ["outcome"], registry=r),
+            late=Counter("reactions_events_late_total",
+                         "Events refused past their deadline (503, never stored): by the writer before sending,"
+                         " or rolled back by PostgreSQL's commit guard.", ["where"], registry=r),
+            clock_skew=Gauge("reactions_clock_skew_seconds",
+                             "This writer's clock minus the peer's (nginx: from its stamps, an upper bound;"
+                             " postgres: from the heartbeat).", ["peer"], registry=r),
+            clock_skew_margin=Gauge("reactions_clock_skew_margin_seconds",
+                                    "The clock skew the write deadline allows for.", registry=r),
+            write_budget=Gauge("reactions_write_budget_seconds",
+                               "How long after nginx's stamp a write may commit: settle - staleness - skew margin.",
+                               registry=r),
         )
         for code in REJECTION_CODES:  # every series exists from the start, so rate() sees the first one
             metrics.rejected.labels(code)
+        for where in LATE_WHERE:
+            metrics.late.labels(where)
         for outcome in ("stored", "already_present", "not_stored", "unknown"):
             metrics.part_events.labels(outcome)
         return metrics
+
+    def watch_clocks(self, skew: Callable[[str], float], peers: Sequence[str], margin_s: float,
+                     budget_s: float) -> None:
+        """Read each clock skew at each scrape (NaN before the first sample)."""
+        for peer in peers:
+            self.clock_skew.labels(peer).set_function(lambda peer=peer: skew(peer))  # type: ignore[misc]
+        self.clock_skew_margin.set(margin_s)
+        self.write_budget.set(budget_s)
 
     def watch_database(self, up: Callable[[], bool]) -> None:
         """Read the health probe's state at each scrape."""

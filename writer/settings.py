@@ -4,10 +4,23 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from common.pg import WaitBounds
-from common.settings import SettingsError, env_bool, env_float, env_int, env_str
+from common.settings import (
+    CLOCK_SKEW_MARGIN_S,
+    SETTLE_BOUND_S,
+    STALENESS_BOUND_S,
+    SettingsError,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    write_budget_s,
+)
 
 # Below this, a healthy database on a busy machine would miss its bounds.
 MIN_WAIT_MS = 1.0
+# A part sent to another writer waits this much beyond that writer's own bound
+# for a part (acquire + commit) before its outcome is unknown.
+FORWARD_MARGIN_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -67,17 +80,32 @@ class Settings:
     # client_max_body_size for the batch location is the same 1 MiB).
     batch_post_max_events: int = 10_000
     batch_post_max_bytes: int = 1024 * 1024
+    # Batch parts committed at once on this shard, each on a connection of a
+    # pool of their own (a part beyond them waits REACTIONS_ACQUIRE_TIMEOUT_MS).
+    batch_pool_size: int = 4
     # A batch's body must arrive within this (nginx sends it whole at once).
     batch_body_timeout_s: float = 10.0
     # A part sent to another shard's writer: its connect (a refused or timed
     # out connect is "not sent": the part moves on along the ring, as nginx
     # moves a POST) and its answer, above that writer's own acquire + commit
-    # bounds and below nginx's 2.2 s read timeout.
+    # bounds (by FORWARD_MARGIN_S unless set: 1.8 s by default) and below
+    # nginx's 2.2 s read timeout.
     batch_connect_timeout_s: float = 0.3
-    batch_forward_timeout_s: float = 1.8
+    batch_forward_timeout_ms: float | None = None
     # The (key, part) records of committed batch parts are kept this long,
     # whatever the raw log's retention: a retry later than this may count twice.
     batch_key_retention_days: int = 7
+    # The settle bound (README, Invariants 8) and what it is derived from: a
+    # write commits no later than nginx's stamp + settle − staleness − skew
+    # margin (writer/settle.py), 2.5 s by default, above the answer bound.
+    settle_s: float = SETTLE_BOUND_S
+    staleness_s: float = STALENESS_BOUND_S
+    clock_skew_margin_s: float = CLOCK_SKEW_MARGIN_S
+
+    @property
+    def write_budget_s(self) -> float:
+        """How long after nginx's stamp (or its arrival, without one) a write may still commit."""
+        return write_budget_s(self.settle_s, self.staleness_s, self.clock_skew_margin_s)
 
     @cached_property
     def bounds(self) -> WaitBounds:
@@ -96,6 +124,12 @@ class Settings:
     def part_bound_s(self) -> float:
         """The longest one batch part's commit on this writer takes to be answered."""
         return self.acquire_timeout_s + self.commit_timeout_s
+
+    @property
+    def batch_forward_timeout_s(self) -> float:
+        if self.batch_forward_timeout_ms is not None:
+            return self.batch_forward_timeout_ms / 1000
+        return self.part_bound_s + FORWARD_MARGIN_S
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -125,12 +159,19 @@ class Settings:
             topology_poll_s=ms("REACTIONS_TOPOLOGY_POLL_MS", cls.topology_poll_s),
             batch_post_max_events=env_int("REACTIONS_BATCH_POST_MAX_EVENTS", cls.batch_post_max_events, minimum=1),
             batch_post_max_bytes=env_int("REACTIONS_BATCH_POST_MAX_BYTES", cls.batch_post_max_bytes, minimum=1),
+            batch_pool_size=env_int("REACTIONS_BATCH_POOL_SIZE", cls.batch_pool_size, minimum=1),
             batch_body_timeout_s=ms("REACTIONS_BATCH_BODY_TIMEOUT_MS", cls.batch_body_timeout_s),
             batch_connect_timeout_s=ms("REACTIONS_BATCH_CONNECT_TIMEOUT_MS", cls.batch_connect_timeout_s),
-            batch_forward_timeout_s=ms("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", cls.batch_forward_timeout_s),
+            batch_forward_timeout_ms=env_float("REACTIONS_BATCH_FORWARD_TIMEOUT_MS", 0.0) or None,
             batch_key_retention_days=env_int("REACTIONS_BATCH_KEY_RETENTION_DAYS", cls.batch_key_retention_days,
                                              minimum=1),
+            settle_s=ms("REACTIONS_SETTLE_MS", cls.settle_s),
+            staleness_s=ms("REACTIONS_STALENESS_MS", cls.staleness_s),
+            clock_skew_margin_s=ms("REACTIONS_CLOCK_SKEW_MARGIN_MS", cls.clock_skew_margin_s),
         )
+        if settings.write_budget_s <= 0:
+            raise SettingsError("REACTIONS_SETTLE_MS must exceed REACTIONS_STALENESS_MS"
+                                " + REACTIONS_CLOCK_SKEW_MARGIN_MS (a write must have some time to commit)")
         if settings.commit_window_ms / 1000 >= settings.queue_wait_s:
             raise SettingsError("REACTIONS_COMMIT_WINDOW_MS must be below REACTIONS_QUEUE_WAIT_MS"
                                 " (an event that waited the queue-wait bound is refused)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -9,8 +10,9 @@ from aiohttp import web
 from common.events import BadInput, Reaction, parse_path_write, parse_query_write, require_utf8
 from common.hours import now_ms
 from common.metrics import exposition
-from writer.batcher import NotStored, OutcomeUnknown, Overloaded
-from writer.keys import COMMITTER, HEALTH, METRICS
+from writer import settle
+from writer.batcher import NotStored, OutcomeUnknown, Overloaded, TooLate, late
+from writer.keys import CLOCKS, COMMITTER, HEALTH, METRICS, SETTINGS
 
 RETRY_AFTER_S = "1"
 # Marks an answer whose event may or may not be stored (README, HTTP contract).
@@ -30,9 +32,19 @@ def outcome_unknown(reason: str) -> web.HTTPGatewayTimeout:
     )
 
 
+def deadline_of(app: web.Application, request: web.BaseRequest) -> float:
+    """The last moment this write may commit (writer/settle.py); nginx's stamp also measures the skew to it."""
+    received = time.time()
+    stamp = settle.parse_stamp(request.headers.get(settle.STAMP_HEADER))
+    if stamp is not None:
+        app[CLOCKS].observe("nginx", received - stamp)
+    return settle.write_deadline(stamp, received, app[SETTINGS].write_budget_s)
+
+
 async def store(app: web.Application, request: web.BaseRequest, parse: Callable[[], Reaction]) -> web.Response:
-    """Validate, wait for the commit, answer 204 (or 400/503)."""
+    """Validate, wait for the commit by the write's deadline, answer 204 (or 400/503)."""
     metrics = app[METRICS]
+    deadline = deadline_of(app, request)
     try:
         require_utf8(request.raw_path)
         reaction = parse()
@@ -40,7 +52,13 @@ async def store(app: web.Application, request: web.BaseRequest, parse: Callable[
         metrics.rejected.labels(exc.code).inc()
         raise
     try:
-        await app[COMMITTER].submit(reaction)
+        if settle.is_late(deadline):
+            raise late(deadline)
+        await app[COMMITTER].submit(reaction, deadline)
+    except TooLate as exc:
+        metrics.late.labels(exc.where).inc()
+        metrics.refused.inc()
+        raise unavailable(f"event not stored: {exc}") from None
     except Overloaded as exc:
         metrics.overloaded.inc()
         raise unavailable(str(exc)) from None
@@ -68,11 +86,16 @@ async def healthz(app: web.Application, request: web.BaseRequest) -> web.Respons
 
 
 async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response:
-    """Ready while the last heartbeats committed: answered at once, from the probe's state."""
+    """Ready while the last heartbeats committed: answered at once, from the probe's state.
+
+    The second line reports the clocks' skew. A clock off by more than the
+    margin leaves the writer ready (README, Writer: clocks), and says so here.
+    """
+    clocks = app[CLOCKS].report()
     reason = app[HEALTH].down_reason
     if reason is not None:
-        raise unavailable(f"not ready: {reason}")
-    return web.Response(text="ready\n")
+        raise unavailable(f"not ready: {reason}\n{clocks}")
+    return web.Response(text=f"ready\n{clocks}\n")
 
 
 async def metrics(app: web.Application, request: web.BaseRequest) -> web.Response:

@@ -63,10 +63,15 @@ def writer_of(cluster: GrayCluster, shard: str) -> ProcessRecord:
 
 
 async def refuses_connections(address: str) -> bool:
+    """Whether nothing takes connections at ``address``.
+
+    A listener that is closing resets a connection it had queued but never
+    accepted: ECONNRESET then means refused as much as ECONNREFUSED does.
+    """
     host, port = address.rsplit(":", 1)
     try:
         _, writer = await asyncio.open_connection(host, int(port))
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     writer.close()
     return False

@@ -106,6 +106,32 @@ async def test_the_relay_turns_slow_and_fast_on_an_open_connection(echo_server: 
     assert fast < DELAY_MS / 1000 <= 2 * DELAY_MS / 1000 <= slow, (fast, slow)
 
 
+HOLD_S = 1.0
+
+
+async def test_the_relay_holds_bytes_and_delivers_them_late_after_the_client_left(
+        echo_server: tuple[str, int]) -> None:
+    """A partition that heals, by TCP retransmission: the bytes reach the target late, its side still open."""
+    with await asyncio.to_thread(Relay(echo_server).start) as relay:
+        assert relay.address is not None
+        reader, writer = await asyncio.open_connection(*relay.address)
+        await round_trip(reader, writer, b"before the hold")
+        await asyncio.to_thread(relay.hold, HOLD_S, b"late-bytes")
+        sent = time.monotonic()
+        writer.write(b"these are late-bytes")
+        await writer.drain()
+        held_port = await asyncio.to_thread(relay.held, 5.0)
+        writer.transport.abort()  # the client gives up and goes
+        assert await asyncio.to_thread(relay.delivered, HOLD_S + 5.0) == held_port
+        delivered = time.monotonic()
+        port, answer = await asyncio.to_thread(relay.closed, 10.0)
+        reader, writer = await asyncio.open_connection(*relay.address)  # new connections are not held
+        await round_trip(reader, writer, b"late-bytes again, not held")
+        writer.close()
+    assert delivered - sent >= HOLD_S
+    assert (port, answer) == (held_port, b"these are late-bytes")  # the target got them, and answered
+
+
 def test_the_relay_refuses_a_target_outside_the_test_hosts() -> None:
     done = subprocess.run([sys.executable, "-m", "tests.support.relay", "--listen", "127.0.0.1:0",
                            "--target", "192.0.2.1:80"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)

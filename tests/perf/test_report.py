@@ -14,6 +14,7 @@ from perf.results import (
     POST_DURABLE,
     POST_NAIVE,
     TARGET,
+    BatchRun,
     BenchResults,
     HistoryPoint,
     MixedRun,
@@ -62,6 +63,10 @@ def synthetic() -> BenchResults:
         profiles=[Profile("post durable", "writer-a", 5, 0.97, [("parse (common/events.py:60)", 0.1)],
                           [("handle (writer/views.py:20)", 0.6)])],
         notes=["synthetic"],
+        batch=BatchRun(events_per_batch=1000, concurrency=8, seconds=10.0, batches=500, events_per_s=50_000.0,
+                       p50_ms=40.0, p99_ms=120.0, errors={}, generator_cores=0.3, copy_rows_per_s=400_000.0,
+                       single_post_per_s=4_000.0, exact=True, audit="acknowledged (1, 2, 3), counted (1, 2, 3)",
+                       components={"writers": 1.2}),
     )
 
 
@@ -74,6 +79,11 @@ def test_report_has_tables_verdicts_and_charts(tmp_path: Path) -> None:
     assert "| POST durable p99 < 25 ms | 30.0 ms at 32 connections | **missed** |" in report
     assert "| 499000 | 2/1/2 | 2/1/2 | exact |" in report
     assert "`parse (common/events.py:60)`" in report
+    assert "| batches of 1,000 >= 100,000 durable events/s | 50,000 events/s (50% of the target) | **missed** |" \
+        in report
+    assert "| batches >= 20x the single-POST path (events/s) | 12.5x (4,000 single-POST events/s) | **missed** |" \
+        in report
+    assert "COPY into one table: 400,000 rows/s, batches at 0.12x of it" in report
     assert "| post durable | 6.0 | 2.50 |" in report
     for chart in ("throughput.png", "latency.png", "over_time.png", "mixed_over_time.png"):
         assert (tmp_path / chart).stat().st_size > 0
@@ -96,6 +106,7 @@ def test_audit_flags_an_acknowledged_event_that_is_not_counted() -> None:
     assert row.missing_events == 1
     checks = {c.goal: c.met for c in evaluate(BenchResults("t", {}, {}, mixed=None))}
     assert checks["mixed: every 204 counted"] is None
+    assert checks["batches: every acknowledged event counted"] is None
 
 
 def test_report_gives_the_get_cache_hit_ratio(tmp_path: Path) -> None:

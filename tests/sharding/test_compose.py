@@ -108,7 +108,7 @@ def test_the_image_commands_run_outside_docker(postgres: LocalPostgres, shard_ds
     shards_file = root / "shards.json"
     shards_file.write_text(json.dumps({"shards": [{"name": "a", "writers": ["127.0.0.1:1"], "dsn": shard_dsn}]}))
     assert dockerfile_cmd() == services["writer-a"]["command"]
-    for name, env in [("writer-a", {"REACTIONS_DSN": shard_dsn}),
+    for name, env in [("writer-a", {"REACTIONS_DSN": shard_dsn, "REACTIONS_SHARDS_FILE": str(shards_file)}),
                       ("aggregator-1", {"REACTIONS_SHARDS_FILE": str(shards_file)})]:
         port = free_port()
         # Outside a container it listens on 127.0.0.1 only.

@@ -53,6 +53,19 @@ def test_render_routes_writes_to_active_writers_only() -> None:
     assert "{{" not in text
 
 
+def test_batches_have_their_own_location_limit_and_round_robin_upstream() -> None:
+    topology = topology_for([9101, 9102, 9103], [9201], retired=1)
+    text = nginx.render(topology, nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x")))
+    upstream = text.split("upstream reactions_batch_writers {")[1].split("}")[0]
+    assert "hash" not in upstream and "least_conn" not in upstream, "round robin"
+    assert "127.0.0.1:9101 max_fails=1" in upstream and "127.0.0.1:9103" in upstream and "9102" not in upstream
+    assert "keepalive 64;" in upstream
+    location = text.split("location = /analytics/batch {")[1].split("\n        }\n")[0]
+    assert "client_max_body_size 1m;" in location and "proxy_pass http://reactions_batch_writers;" in location
+    assert "proxy_set_header" not in location, "it would drop the inherited ones, keep-alive's among them"
+    assert text.count('proxy_set_header Connection "";') == 1
+
+
 def test_generation_changes_with_the_routing() -> None:
     layout = nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x"))
     three = nginx.render(topology_for([9101, 9102, 9103], [9201]), layout)

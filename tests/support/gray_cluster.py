@@ -1,7 +1,9 @@
 """A local cluster with room for gray failures: one shard's database on a host of its own, one behind a relay.
 
 Shard a's PostgreSQL listens on loopback but is reached through a relay
-(tests/support/relay.py) that can turn the link slow or cut its connections;
+(tests/support/relay.py) that can turn the link slow, cut its connections or
+hold a commit and deliver it late; nginx reaches shard b's writer through a
+relay too (``writer_relay``, which can hold a request and deliver it late);
 shard c's runs on a host of its own (a network namespace, tests/support/netns.py)
 that can be cut off without a reset; shard b is as ``make run`` makes it.
 Writers, aggregators and nginx run on loopback as usual, started by the
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from sharding.config import Shard
+from sharding.config import Shard, Topology
 from sharding.local.cluster import LocalCluster
 from sharding.local.postgres import LocalPostgres
 from sharding.local.settings import ClusterSettings
@@ -27,7 +29,9 @@ from tests.support.tmpdirs import world_traversable_tmpdir
 
 RELAYED = "a"
 HOSTED = "c"
-# The relay of shard a listens this far above the shard's own PostgreSQL port.
+WRITER_RELAYED = "b"
+# The relay of shard a listens this far above the shard's own PostgreSQL port,
+# and that of shard b's writer this far above the writer's port.
 RELAY_PORT_OFFSET = 50
 
 
@@ -39,6 +43,7 @@ class GrayCluster(LocalCluster):
         super().__init__(settings)
         self.db_host = host
         self.relay: Relay | None = None
+        self.writer_relay: Relay | None = None
 
     def new_shard(self, index: int, used: set[int]) -> Shard:
         shard = super().new_shard(index, used)
@@ -65,13 +70,31 @@ class GrayCluster(LocalCluster):
             self.relay.switch_delay()  # fast until a test makes it slow
         return pg
 
+    def write_nginx_conf(self, topology: Topology) -> str:
+        """nginx reaches shard b's writer through ``writer_relay`` (started with the first configuration)."""
+        return super().write_nginx_conf(self.nginx_topology(topology))
+
+    def nginx_topology(self, topology: Topology) -> Topology:
+        """``topology`` as nginx is given it: shard b's first writer is its relay's address."""
+        shards = []
+        for shard in topology.shards:
+            if shard.name == WRITER_RELAYED and shard.writers:
+                host, port = shard.writers[0].rsplit(":", 1)
+                listen = (host, int(port) + RELAY_PORT_OFFSET)
+                if self.writer_relay is None:
+                    self.writer_relay = Relay((host, int(port)), listen=listen).start()
+                shard = replace(shard, writers=("{}:{}".format(*listen), *shard.writers[1:]))
+            shards.append(shard)
+        return replace(topology, shards=tuple(shards))
+
     def stop(self) -> None:
         try:
             super().stop()
         finally:
-            if self.relay is not None:
-                self.relay.stop()
-                self.relay = None
+            for relay in (self.relay, self.writer_relay):
+                if relay is not None:
+                    relay.stop()
+            self.relay = self.writer_relay = None
 
 
 # The slow link: 100 ms each way, a round trip 200 ms longer (this kernel has no netem).

@@ -11,6 +11,17 @@ and on again (a link that turns slow, on the connections already open too);
 SIGTERM, or the end of stdin (the test that started it died), stops the
 relay. It prints ``listening HOST:PORT`` once it accepts, ``cut N`` after
 each cut and ``delay MS`` after each switch.
+
+Late delivery (README, Invariants 8: what a partition that heals does, by TCP
+retransmission): the stdin line ``hold SECONDS HEX`` arms a hold (``armed``).
+The next chunk from a client that contains the bytes HEX is held with
+everything after it on that connection, and delivered SECONDS after it came
+(``held PORT``, then ``delivered PORT``; PORT is the relay's own port on the
+target's side, the client port the target sees). If the client goes away
+meanwhile, the target's side stays open: the bytes still reach it, and its
+answer is read until it closes or falls quiet, then the relay closes that side
+and prints ``closed PORT HEX-OF-THE-ANSWER``: the signal that the late bytes
+were delivered and their outcome is final.
 It listens on and forwards to loopback or RFC 2544 addresses only
 (the test hosts of tests/support/netns.py).
 
@@ -32,6 +43,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -45,6 +57,12 @@ QUEUE_CHUNKS = 256
 STOP_HANDLERS_S = 1.0
 # What the wrapper's reader puts after the relay's last line (it exited).
 EXITED = "exited"
+# A held connection whose client left: its answer ends when the target closes,
+# when nothing more came for ANSWER_QUIET_S, or ANSWER_MAX_S after the delivery.
+ANSWER_QUIET_S = 0.5
+ANSWER_MAX_S = 5.0
+# The answer printed by ``closed`` (hex), at most this many bytes.
+ANSWER_PRINTED = 4096
 # How long the wrapper waits for the relay to listen, to cut, to stop.
 START_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 5.0
@@ -64,6 +82,27 @@ def endpoint(text: str) -> tuple[str, int]:
 
 
 # -- the relay process -------------------------------------------------------
+
+
+@dataclass
+class Hold:
+    """What the next held connection waits for, and how long its bytes are kept."""
+
+    seconds: float
+    pattern: bytes
+
+
+@dataclass
+class Held:
+    """A connection whose client→target bytes are held (see the module's docstring)."""
+
+    port: int
+    due: float  # loop time
+    client_gone: bool = False
+    delivered_at: float | None = None
+    answer: bytearray = field(default_factory=bytearray)
+    answered_at: float | None = None
+    target_closed: bool = False
 
 
 class Link:
@@ -90,32 +129,59 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s: Callable[[], float]) -> None:
-    """Forward one direction in order, each chunk ``delay_s()`` after it arrived; pass EOF on."""
+async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s: Callable[[], float],
+               held: list[Held] | None = None) -> None:
+    """Forward one direction in order, each chunk ``delay_s()`` after it arrived; pass EOF on.
+
+    ``held`` (target to client): once the link's bytes are held, what the
+    target says after their delivery is kept as its answer, and nothing is
+    written to a client that has gone.
+    """
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
-
-    async def deliver() -> None:
-        while True:
-            due, chunk = await chunks.get()
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            if not chunk:
-                if sink.can_write_eof():
-                    sink.write_eof()
-                return
-            sink.write(chunk)
-            await sink.drain()
-
-    delivering = asyncio.create_task(deliver())
+    delivering = asyncio.create_task(deliver(chunks, sink, held))
     try:
         while True:
             chunk = await source.read(CHUNK)
+            if held:
+                keep_answer(held[0], chunk, loop.time())
+                if held[0].client_gone:
+                    if not chunk:
+                        return
+                    continue
             await chunks.put((loop.time() + delay_s(), chunk))
             if not chunk:
                 break
         await delivering
     finally:
         delivering.cancel()
+
+
+async def deliver(chunks: asyncio.Queue[tuple[float, bytes]], sink: asyncio.StreamWriter,
+                  held: list[Held] | None) -> None:
+    """Write each chunk when due; b"" passes EOF on. A client gone from a held link is not an error."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due, chunk = await chunks.get()
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        try:
+            if not chunk:
+                if sink.can_write_eof():
+                    sink.write_eof()
+                return
+            sink.write(chunk)
+            await sink.drain()
+        except ConnectionError:
+            if not held:
+                raise
+
+
+def keep_answer(held: Held, chunk: bytes, now: float) -> None:
+    if held.delivered_at is None:
+        return
+    held.answer += chunk
+    held.answered_at = now
+    held.target_closed = not chunk
 
 
 class RelayServer:
@@ -127,6 +193,7 @@ class RelayServer:
         self.delay_s = delay_s
         self.links: set[Link] = set()
         self.handlers: set[asyncio.Task[None]] = set()
+        self.hold: Hold | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handler = asyncio.current_task()
@@ -143,7 +210,9 @@ class RelayServer:
         except OSError:
             reset(writer)  # the target refused: so does the relay
             return
-        link = Link(writer, up_writer, asyncio.create_task(self.both_ways(reader, up_reader, writer, up_writer)))
+        held: list[Held] = []  # set once this link's bytes are held
+        link = Link(writer, up_writer,
+                    asyncio.create_task(self.both_ways(reader, up_reader, writer, up_writer, held)))
         self.links.add(link)
         try:
             # wait() rather than await: a cut cancels the pumping, not this handler.
@@ -155,14 +224,55 @@ class RelayServer:
                     side.close()
             else:
                 link.reset()  # one side reset: the other sees a reset too
+            if held:
+                print(f"closed {held[0].port} {bytes(held[0].answer[:ANSWER_PRINTED]).hex() or '-'}", flush=True)
         finally:
             self.links.discard(link)
 
     async def both_ways(self, reader: asyncio.StreamReader, up_reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter, up_writer: asyncio.StreamWriter) -> None:
+                        writer: asyncio.StreamWriter, up_writer: asyncio.StreamWriter, held: list[Held]) -> None:
         async with asyncio.TaskGroup() as both:
-            both.create_task(pump(reader, up_writer, self.current_delay))
-            both.create_task(pump(up_reader, writer, self.current_delay))
+            both.create_task(self.pump_out(reader, up_writer, held))
+            both.create_task(pump(up_reader, writer, self.current_delay, held))
+
+    async def pump_out(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, held: list[Held]) -> None:
+        """Client to target, as ``pump``, except that an armed hold may catch a chunk and keep it (and the rest)."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes | None, bool]] = asyncio.Queue(QUEUE_CHUNKS)
+        delivering = asyncio.create_task(deliver_out(chunks, sink, held))
+        try:
+            while True:
+                try:
+                    chunk = await source.read(CHUNK)
+                except ConnectionError:
+                    if not held:
+                        raise
+                    chunk = b""
+                catch = not held and self.hold is not None and bool(chunk) and self.hold.pattern in chunk
+                if catch:
+                    held.append(self.catch(sink, loop.time()))
+                due = loop.time() + self.delay_s
+                if held:
+                    due = max(due, held[0].due)
+                    if not chunk:  # the client left: the bytes still go, the target's side stays open
+                        held[0].client_gone = True
+                        await chunks.put((due, None, False))
+                        break
+                await chunks.put((due, chunk, catch))
+                if not chunk:
+                    break
+            await delivering
+            if held and held[0].client_gone:
+                await read_answer(held[0], sink)
+        finally:
+            delivering.cancel()
+
+    def catch(self, sink: asyncio.StreamWriter, now: float) -> Held:
+        assert self.hold is not None
+        port = sink.get_extra_info("sockname")[1]
+        caught, self.hold = Held(port=port, due=now + self.hold.seconds), None
+        print(f"held {port}", flush=True)
+        return caught
 
     def current_delay(self) -> float:
         return self.delay_s
@@ -179,21 +289,56 @@ class RelayServer:
         return len(links)
 
 
+async def deliver_out(chunks: asyncio.Queue[tuple[float, bytes | None, bool]], sink: asyncio.StreamWriter,
+                      held: list[Held]) -> None:
+    """Write each chunk when it is due; b"" passes the client's EOF on, None ends without it (a held link)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due, chunk, caught = await chunks.get()
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        if chunk is None:
+            return
+        if not chunk:
+            if sink.can_write_eof():
+                sink.write_eof()
+            return
+        sink.write(chunk)
+        await sink.drain()
+        if caught:
+            held[0].delivered_at = loop.time()
+            print(f"delivered {held[0].port}", flush=True)
+
+
+async def read_answer(held: Held, sink: asyncio.StreamWriter) -> None:
+    """Wait for the target's answer to the late bytes (see ANSWER_QUIET_S), then close its side."""
+    loop = asyncio.get_running_loop()
+    assert held.delivered_at is not None
+    while not held.target_closed and loop.time() - held.delivered_at < ANSWER_MAX_S:
+        if held.answered_at is not None and loop.time() - held.answered_at >= ANSWER_QUIET_S:
+            break
+        await asyncio.sleep(0.02)
+    sink.close()
+
+
 async def serve(listen: tuple[str, int], target: tuple[str, int], delay_s: float) -> None:
     """Relay until SIGTERM or the end of stdin; cut on SIGUSR1."""
     loop = asyncio.get_running_loop()
     relay = RelayServer(target, delay_s)
     server = await asyncio.start_server(relay.handle, *listen, reuse_address=True)
     host, port = server.sockets[0].getsockname()[:2]
-    signals: asyncio.Queue[signal.Signals | None] = asyncio.Queue()
+    signals: asyncio.Queue[signal.Signals | str | None] = asyncio.Queue()
     for each in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
         loop.add_signal_handler(each, signals.put_nowait, each)
     # The test that started us holds our stdin: if it dies, the pipe ends and so do we.
     # A daemon thread, so that one still blocked in read() does not hold up the exit.
     # os.read, not sys.stdin: a buffered reader's lock held by this thread aborts the interpreter's exit.
+    # Each line on it is a command (``hold``).
     def watch_stdin() -> None:
-        while os.read(sys.stdin.fileno(), CHUNK):
-            pass
+        pending = b""
+        while data := os.read(sys.stdin.fileno(), CHUNK):
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                loop.call_soon_threadsafe(signals.put_nowait, line.decode())
         loop.call_soon_threadsafe(signals.put_nowait, None)
     threading.Thread(target=watch_stdin, daemon=True).start()
     print(f"listening {host}:{port}", flush=True)
@@ -203,6 +348,8 @@ async def serve(listen: tuple[str, int], target: tuple[str, int], delay_s: float
             print(f"cut {relay.cut()}", flush=True)
         elif sig is signal.SIGUSR2:
             print(f"delay {relay.switch_delay() * 1000:g}", flush=True)
+        elif isinstance(sig, str):
+            command(relay, sig)
         else:
             break
     server.close()
@@ -210,6 +357,16 @@ async def serve(listen: tuple[str, int], target: tuple[str, int], delay_s: float
     if relay.handlers:  # a handler cancelled at exit would log a traceback: let them end
         await asyncio.wait(relay.handlers, timeout=STOP_HANDLERS_S)
     await server.wait_closed()
+
+
+def command(relay: RelayServer, line: str) -> None:
+    """``hold SECONDS HEX``: arm a hold (see the module's docstring)."""
+    words = line.split()
+    if len(words) == 3 and words[0] == "hold":
+        relay.hold = Hold(float(words[1]), bytes.fromhex(words[2]))
+        print("armed", flush=True)
+    elif words:
+        print(f"unknown command {line!r}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -293,6 +450,27 @@ class Relay:
             raise RelayError("the relay is not running")
         self._proc.send_signal(signal.SIGUSR2)
         return float(self._answer("delay", timeout_s).split()[1])
+
+    def hold(self, seconds: float, pattern: bytes, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
+        """Hold the next client chunk holding ``pattern`` (and the rest of its connection) for ``seconds``."""
+        if self._proc is None or self._proc.poll() is not None or self._proc.stdin is None:
+            raise RelayError("the relay is not running")
+        self._proc.stdin.write(f"hold {seconds:g} {pattern.hex()}\n")
+        self._proc.stdin.flush()
+        self._answer("armed", timeout_s)
+
+    def held(self, timeout_s: float) -> int:
+        """Wait until the armed hold caught its bytes; the port the target sees them come from."""
+        return int(self._answer("held", timeout_s).split()[1])
+
+    def delivered(self, timeout_s: float) -> int:
+        """Wait until the held bytes were written to the target; their port."""
+        return int(self._answer("delivered", timeout_s).split()[1])
+
+    def closed(self, timeout_s: float) -> tuple[int, bytes]:
+        """Wait until the held connection is closed: its port, and what the target answered the late bytes."""
+        _, port, answer = self._answer("closed", timeout_s).split()
+        return int(port), b"" if answer == "-" else bytes.fromhex(answer)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM by pid and wait; SIGKILL past the deadline. Idempotent."""

@@ -5,11 +5,22 @@ Placement across shards, nginx and a frozen shard: tests/e2e/test_batch.py.
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from common.batches import parse_batch
 from common.hours import MS_PER_HOUR, hour_of, now_ms
+from common.pg import WaitBounds
 from tests.support.writer_db import WriterClient, rollup, stored_events
+from writer import db
+from writer.batch_db import Part, PartCommitted, commit_part
+from writer.batch_views import answer
+from writer.batcher import TooLate
+from writer.batches import Outcome, PartResult
 
 HOUR = now_ms() // MS_PER_HOUR - 30  # a past hour: its day's partition is made on demand
 TS = HOUR * MS_PER_HOUR + 1000
@@ -124,10 +135,6 @@ async def test_a_retry_is_already_present_and_another_body_is_a_422(writer_clien
 async def test_a_retry_commits_only_the_records_an_earlier_part_did_not(writer_client: WriterClient,
                                                                         shard_dsn: str) -> None:
     """An earlier try committed records 1 and 3 here (placement then sent 2 and 4 elsewhere): only 2 and 4 now."""
-    from common.batches import parse_batch
-    from common.pg import WaitBounds
-    from writer.batch_db import Part, commit_part
-
     events = [(TS, f"u{i}", "click") for i in range(4)]
     batch = parse_batch(csv_of(events).encode(), now_ms(), 10)
     pool = await asyncpg.create_pool(shard_dsn, min_size=1, max_size=1)
@@ -161,3 +168,66 @@ async def test_users_carry_their_hours_version(writer_client: WriterClient, shar
         await conn.close()
     assert versions == {(HOUR, "a"): 1, (HOUR, "b"): 1, (HOUR, "c"): 2, (HOUR + 1, "c"): 1}
     assert counts == {HOUR: (3, 1, 2), HOUR + 1: (1, 0, 1)}
+
+
+async def test_the_upkeep_prunes_batch_records_past_their_own_retention(writer_client: WriterClient,
+                                                                        shard_dsn: str) -> None:
+    client = await writer_client()
+    for key in ("old", "new"):
+        assert (await post_batch(client, csv_of([(TS, "u", "click")]), key=key))[0] == 200
+    conn = await asyncpg.connect(shard_dsn)
+    try:
+        await conn.execute("UPDATE batch_parts SET committed_at = now() - interval '8 days' WHERE idem_key = 'old'")
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(shard_dsn, min_size=1, max_size=1)
+    try:
+        await db.maintain_partitions(pool, WaitBounds(1.0, 30.0), hour_of(now_ms()) // 24, 10_000,
+                                     batch_key_retention_days=7)
+    finally:
+        await pool.close()
+    assert [r["idem_key"] for r in await parts(shard_dsn)] == ["new"]
+    assert len(await stored_events(shard_dsn)) == 2, "the raw log keeps its own retention"
+
+
+def test_the_answer_keeps_the_outcomes_apart() -> None:
+    done = PartResult("", 3, Outcome.COMMITTED, PartCommitted(2, 1))
+    present = PartResult("127.0.0.1:1", 2, Outcome.COMMITTED, PartCommitted(0, 2))
+    refused = PartResult("127.0.0.1:2", 4, Outcome.NOT_STORED, reason="database down")
+    doubt = PartResult("127.0.0.1:3", 5, Outcome.UNKNOWN, reason="no answer")
+    reused = PartResult("127.0.0.1:3", 5, Outcome.KEY_REUSED, reason="another batch")
+    assert answer(5, [done, present]).text == "events,5\nstored,2\nalready_present,3\n"
+    cases: list[tuple[list[PartResult], int]] = [
+        ([present, refused], 503), ([refused], 503), ([done, refused], 504), ([present, doubt], 504),
+        ([doubt], 504), ([done, reused], 422),
+    ]
+    for results, status in cases:
+        try:
+            answer(sum(r.events for r in results), results)
+        except web.HTTPException as exc:
+            assert exc.status == status, (results, exc.text)
+            assert (exc.headers.get("X-Reactions-Outcome") == "unknown") == (status == 504)
+            assert ("Retry-After" in exc.headers) == (status in (503, 504))
+        else:
+            raise AssertionError(f"{results} answered 200")
+
+
+async def test_a_batch_past_its_deadline_is_refused_and_a_late_part_rolled_back(writer_client: WriterClient,
+                                                                                shard_dsn: str) -> None:
+    """The settle bound (README, Invariants 8): nginx's stamp long past, nothing stored; a part whose commit would
+    come past its deadline is rolled back by PostgreSQL's commit guard."""
+    client = await writer_client()
+    body = csv_of([(TS, "u", "click")])
+    status, text = await post_batch(client, body, headers={"X-Reactions-Sent": f"{time.time() - 60:.3f}"})
+    assert status == 503 and "deadline" in text
+    batch = parse_batch(body.encode(), now_ms(), 10)
+    pool = await asyncpg.create_pool(shard_dsn, min_size=1, max_size=1)
+    try:
+        with pytest.raises(TooLate) as refused:
+            await commit_part(pool, WaitBounds(1.0, 5.0), "k1", batch.digest, Part([1], [TS], [HOUR], ["u"], [1]),
+                              hour_of(now_ms()), deadline=time.time() - 0.001)
+        assert refused.value.where == "database"
+    finally:
+        await pool.close()
+    assert await stored_events(shard_dsn) == [] and await parts(shard_dsn) == []
+    assert await post_batch(client, body) == (200, "events,1\nstored,1\nalready_present,0\n")

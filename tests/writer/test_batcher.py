@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 import pytest
@@ -23,7 +24,7 @@ class GatedCommits:
         self.gate = asyncio.Event()
         self.fail = False
 
-    async def __call__(self, batch: Sequence[Reaction]) -> None:
+    async def __call__(self, batch: Sequence[Reaction], deadline: float = math.inf) -> None:
         self.batches.append([r.ts for r in batch])
         await self.gate.wait()
         if self.fail:
@@ -83,7 +84,7 @@ async def test_a_commit_that_says_not_stored_answers_not_stored() -> None:
     commits = GatedCommits()
     commits.gate.set()
 
-    async def rolled_back(batch: Sequence[Reaction]) -> None:
+    async def rolled_back(batch: Sequence[Reaction], deadline: float = math.inf) -> None:
         raise NotStored("rolled back")
 
     c = GroupCommitter(rolled_back, max_events=10, max_wait_s=0.002, queue_max=10, flushers=1)
@@ -170,7 +171,7 @@ class InstantCommits:
         self.batches: list[list[int]] = []
         self.seconds = seconds
 
-    async def __call__(self, batch: Sequence[Reaction]) -> None:
+    async def __call__(self, batch: Sequence[Reaction], deadline: float = math.inf) -> None:
         self.batches.append([r.ts for r in batch])
         await asyncio.sleep(self.seconds)
 
