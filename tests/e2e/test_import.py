@@ -7,6 +7,7 @@ their counts do not mix: the last 10 days, then older ranges.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,8 +153,8 @@ async def test_a_csv_file_with_bom_crlf_quotes_and_bad_rows(cluster: LocalCluste
     summary = await run_import([str(path), "--rejects", str(rejects)], env_of(cluster), tmp_path)
     assert summary.status == 0, summary.stderr
     assert (summary.imported, summary.already_present, summary.refused) == (5, 0, 4)
-    assert [row[0] for row in csv.reader(rejects.open(newline=""))][1:] == [
-        "record 6", "record 7", "record 8", "record 9"]
+    rejected = list(csv.reader(io.StringIO(rejects.read_text(), newline="")))
+    assert [row[0] for row in rejected][1:] == ["record 6", "record 7", "record 8", "record 9"]
     async with aiohttp.ClientSession() as session:
         await wait_counts(session, base_url(cluster), ts, (4, 4, 1))
     again = await run_import([str(path), "--rejects", str(rejects)], env_of(cluster), tmp_path)
