@@ -71,10 +71,10 @@ async def read_and_cut(dsn: str) -> float:
     source = await TableSource.open(dsn)
     maker = BatchMaker(source.identity, defaults.batch_events, defaults.batch_bytes, now_ms())
     started = time.perf_counter()
-    async with contextlib.aclosing(source.rows()) as rows:
-        async for row in rows:
-            for _ in maker.feed(row):
-                pass
+    async with contextlib.aclosing(source.chunks()) as chunks:
+        async for chunk in chunks:
+            maker.feed(chunk)
+    maker.finish()
     return time.perf_counter() - started
 
 

@@ -14,7 +14,7 @@ twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common.events import BadInput, build_reaction
@@ -72,7 +72,7 @@ def csv_field(value: str) -> str:
 
 
 class BatchMaker:
-    """Fed rows in source order, it gives back finished batches and rejects."""
+    """Fed rows in source order (any number at a time), it gives back finished batches and rejects."""
 
     def __init__(self, identity: str, batch_events: int, batch_bytes: int, now: int) -> None:
         self.identity = identity
@@ -85,29 +85,33 @@ class BatchMaker:
         self.rows: list[SourceRow] = []
         self.size = 0
 
-    def feed(self, row: SourceRow) -> Iterator[Batch | Reject]:
-        block = row.block_id // self.batch_events
-        if block != self.block:
-            yield from self.finish()
-            self.block, self.piece = block, 0
-        record = check(row, self.now)
-        if isinstance(record, Reject):
-            yield record
-            return
-        if self.records and self.size + len(record) > self.batch_bytes:
-            yield from self.cut()
-            self.piece += 1
-        self.records.append(record)
-        self.rows.append(row)
-        self.size += len(record)
+    def feed(self, rows: Iterable[SourceRow]) -> list[Batch | Reject]:
+        """The batches these rows finished and the rows rejected, in source order."""
+        out: list[Batch | Reject] = []
+        for row in rows:
+            block = row.block_id // self.batch_events
+            if block != self.block:
+                out.extend(self.finish())
+                self.block, self.piece = block, 0
+            record = check(row, self.now)
+            if isinstance(record, Reject):
+                out.append(record)
+                continue
+            if self.records and self.size + len(record) > self.batch_bytes:
+                out.append(self.cut())
+                self.piece += 1
+            self.records.append(record)
+            self.rows.append(row)
+            self.size += len(record)
+        return out
 
-    def finish(self) -> Iterator[Batch]:
+    def finish(self) -> list[Batch]:
         """The last batch of the current block, if it has any event; call once more after the last row."""
-        if self.records:
-            yield from self.cut()
+        return [self.cut()] if self.records else []
 
-    def cut(self) -> Iterator[Batch]:
+    def cut(self) -> Batch:
         key = f"{KEY_PREFIX}-{self.identity}-{self.block}" + (f".{self.piece}" if self.piece else "")
-        yield Batch(key, b"".join(self.records), len(self.records), self.rows[0].label, self.rows[-1].label,
-                    tuple(self.rows))
+        batch = Batch(key, b"".join(self.records), len(self.records), self.rows[0].label, self.rows[-1].label,
+                      tuple(self.rows))
         self.records, self.rows, self.size = [], [], 0
+        return batch

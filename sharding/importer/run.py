@@ -72,10 +72,10 @@ class Importer:
         """Cuts the source into batches for the senders; always ends by telling them there is no more."""
         maker = BatchMaker(self.source.identity, self.settings.batch_events, self.settings.batch_bytes, now_ms())
         try:
-            async with contextlib.aclosing(self.source.rows()) as rows:
-                async for row in rows:
-                    self.rows_read += 1
-                    for item in maker.feed(row):
+            async with contextlib.aclosing(self.source.chunks()) as chunks:
+                async for chunk in chunks:
+                    self.rows_read += len(chunk)
+                    for item in maker.feed(chunk):
                         await self.emit(item)
             for batch in maker.finish():
                 await self.emit(batch)

@@ -27,6 +27,7 @@ from tests.support.cluster import (
 )
 from tests.support.freeze import frozen
 from tests.support.importing import (
+    HourCounts,
     ImportRun,
     add_bad_rows,
     make_table,
@@ -90,11 +91,8 @@ async def test_a_100000_row_table_over_the_last_10_days_is_imported_exactly(clus
 async def test_killed_midway_then_run_again_counts_every_row_once(cluster: LocalCluster, source_dsn: str,
                                                                   tmp_path: Path) -> None:
     rows = 20_000
-    await make_table(source_dsn, rows=rows, users=2_000, span_days=3, end_days=20, table="killed")
-    expected = await source_hours(source_dsn, "killed")
+    expected, args = await slow_import_of(source_dsn, "killed", rows, users=2_000, end_days=20, tmp_path=tmp_path)
     first, last = min(expected), max(expected)
-    args = ["--from-dsn", source_dsn, "--table", "killed", "--rejects", str(tmp_path / "rejects.csv"),
-            "--batch-events", "200", "--concurrency", "2"]
     killed = await start_import(args, env_of(cluster), tmp_path)
     try:
         await killed.wait_running_until(lambda: at_least(cluster, first, last, rows // 10),
@@ -110,6 +108,16 @@ async def test_killed_midway_then_run_again_counts_every_row_once(cluster: Local
     await wait_hours_equal(base_url(cluster), expected, SETTLE_S)
 
 
+async def slow_import_of(dsn: str, table: str, rows: int, users: int, end_days: float,
+                         tmp_path: Path) -> tuple[HourCounts, list[str]]:
+    """A table of its own over 2 days ending ``end_days`` ago, what SQL says of it, and the arguments of an import
+    slow enough to be caught midway (small batches, two at a time)."""
+    await make_table(dsn, rows=rows, users=users, span_days=2, end_days=end_days, table=table)
+    args = ["--from-dsn", dsn, "--table", table, "--rejects", str(tmp_path / "rejects.csv"),
+            "--batch-events", "200", "--concurrency", "2"]
+    return await source_hours(dsn, table), args
+
+
 async def retried(run: ImportRun, tries: int) -> bool:
     return run.stderr().count("): try ") >= tries
 
@@ -121,11 +129,8 @@ async def at_least(cluster: LocalCluster, first: int, last: int, count: int) -> 
 async def test_a_shard_frozen_during_the_import_is_exact_after_the_thaw(cluster: LocalCluster, source_dsn: str,
                                                                         tmp_path: Path) -> None:
     rows = 8_000
-    await make_table(source_dsn, rows=rows, users=800, span_days=2, end_days=30, table="frozen")
-    expected = await source_hours(source_dsn, "frozen")
+    expected, args = await slow_import_of(source_dsn, "frozen", rows, users=800, end_days=30, tmp_path=tmp_path)
     first, last = min(expected), max(expected)
-    args = ["--from-dsn", source_dsn, "--table", "frozen", "--rejects", str(tmp_path / "rejects.csv"),
-            "--batch-events", "200", "--concurrency", "2"]
     run = await start_import(args, env_of(cluster), tmp_path)
     try:
         await run.wait_running_until(lambda: at_least(cluster, first, last, rows // 10), "a tenth of the rows stored")

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from sharding.importer.run import INTERRUPTED, run_import
 from sharding.importer.settings import ImportSettings
-from sharding.importer.source import CsvSource
+from sharding.importer.source import CHUNK_ROWS, CsvSource
 from sharding.importer.tally import Progress, RejectsFile, Tally
 from tests.waiting import wait_until
 
@@ -82,7 +82,7 @@ async def test_a_ctrl_c_finishes_what_is_in_flight_and_sends_nothing_more(
         endpoint: tuple[str, list[str], asyncio.Event], tmp_path: Path) -> None:
     url, keys, gate = endpoint
     gate.clear()
-    source = write_source(tmp_path / "in.csv", 1000)
+    source = write_source(tmp_path / "in.csv", 4 * CHUNK_ROWS)
     settings = ImportSettings(url=url, rejects=tmp_path / "rejects.csv", batch_events=10, concurrency=2)
     tally = Tally(RejectsFile(settings.rejects))
     task = asyncio.create_task(run_import(source, settings, tally, Progress(None, False)))
@@ -92,4 +92,4 @@ async def test_a_ctrl_c_finishes_what_is_in_flight_and_sends_nothing_more(
     gate.set()
     outcome = await asyncio.wait_for(task, 30)
     assert outcome.stop.reason == INTERRUPTED and outcome.in_doubt == []
-    assert len(keys) == 2 and tally.imported == 20 and outcome.rows_read < 1000
+    assert len(keys) == 2 and tally.imported == 20 and outcome.rows_read < 4 * CHUNK_ROWS

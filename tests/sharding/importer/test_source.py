@@ -17,8 +17,8 @@ SOURCE_DATABASE = "import_source"
 
 
 async def read(source: CsvSource | TableSource) -> list[SourceRow]:
-    async with contextlib.aclosing(source.rows()) as rows:
-        return [row async for row in rows]
+    async with contextlib.aclosing(source.chunks()) as chunks:
+        return [row async for chunk in chunks for row in chunk]
 
 
 async def test_a_file_with_bom_header_crlf_and_quotes(tmp_path: Path) -> None:
