@@ -72,9 +72,9 @@ async def open_source(args: argparse.Namespace) -> Source:
 async def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     source = await open_source(args)
+    tally = Tally(RejectsFile(settings.rejects))
     show = not args.no_progress and sys.stderr.isatty()
     progress = Progress(await source.count() if show else None, show)
-    tally = Tally(RejectsFile(settings.rejects))
     started = time.monotonic()
     print(f"importing {source.description} into {settings.url}", file=sys.stderr)
     try:

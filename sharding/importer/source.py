@@ -180,7 +180,8 @@ class TableSource:
                 cursor = await conn.cursor(table_query(self.table))
                 while records := await cursor.fetch(CHUNK_ROWS):
                     yield [SourceRow(r[0], f"id {r[0]}", r[3], r[1], r[2]) for r in records]
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # The source went away mid-read too: the import stops and says so; a rerun is exact.
             raise SourceError(f"reading {self.table}: {exc}") from None
         finally:
             await conn.close()

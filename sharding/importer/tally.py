@@ -10,6 +10,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from common.settings import SettingsError
 from sharding.importer.batches import Batch, Reject
 from sharding.importer.client import BatchResult
 
@@ -22,7 +23,12 @@ class RejectsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.handle: IO[str] | None = None
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+            self.path.touch()  # fails now, not midway, where it cannot be written
+            self.path.unlink()
+        except OSError as exc:
+            raise SettingsError(f"--rejects {path}: {exc.strerror}") from None
 
     def write(self, reject: Reject) -> None:
         if self.handle is None:

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from sharding.importer.cli import EXIT_GAVE_UP, EXIT_REFUSED, report
 from sharding.importer.run import INTERRUPTED, run_import
 from sharding.importer.settings import ImportSettings
 from sharding.importer.source import CHUNK_ROWS, CsvSource
@@ -93,3 +94,39 @@ async def test_a_ctrl_c_finishes_what_is_in_flight_and_sends_nothing_more(
     outcome = await asyncio.wait_for(task, 30)
     assert outcome.stop.reason == INTERRUPTED and outcome.in_doubt == []
     assert len(keys) == 2 and tally.imported == 20 and outcome.rows_read < 4 * CHUNK_ROWS
+
+
+@pytest.fixture
+async def failing(aiohttp_server: Callable[..., TestServer]) -> tuple[str, list[int]]:
+    """Answers every batch with the status in ``status[0]``."""
+    status = [503]
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=status[0], headers={"Retry-After": "1"}, text="shard b: no answer")
+
+    app = web.Application()
+    app.router.add_post("/analytics/batch", answer)
+    server = await aiohttp_server(app)  # type: ignore[misc]
+    return f"http://127.0.0.1:{server.port}", status
+
+
+@pytest.mark.parametrize(("status", "reason", "exit_status"), [(503, "gave up on batch import-", EXIT_GAVE_UP),
+                                                               (413, "error: ", EXIT_REFUSED)])
+async def test_giving_up_or_an_answer_no_retry_can_change_stops_the_import_loudly(
+        failing: tuple[str, list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        status: int, reason: str, exit_status: int) -> None:
+    url, answer = failing
+    answer[0] = status
+    source = write_source(tmp_path / "in.csv", 100)
+    settings = ImportSettings(url=url, rejects=tmp_path / "rejects.csv", batch_events=10, concurrency=2,
+                              backoff_first_s=0.01, backoff_max_s=0.05, give_up_s=0.3)
+    tally = Tally(RejectsFile(settings.rejects))
+    outcome = await asyncio.wait_for(run_import(source, settings, tally, Progress(None, False)), 30)
+    assert outcome.stop.reason is not None and outcome.stop.reason.startswith(reason)
+    assert tally.imported == 0
+    assert report(outcome, settings, 1.0) == exit_status
+    said = capsys.readouterr().err
+    assert "rerun the same command" in said
+    if status == 503:
+        assert len(tally.gave_up) >= 1 and "GAVE UP on batch import-" in said
