@@ -73,10 +73,10 @@ async def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     source = await open_source(args)
     tally = Tally(RejectsFile(settings.rejects))
+    print(f"importing {source.description} into {settings.url}", file=sys.stderr)
     show = not args.no_progress and sys.stderr.isatty()
     progress = Progress(await source.count() if show else None, show)
     started = time.monotonic()
-    print(f"importing {source.description} into {settings.url}", file=sys.stderr)
     try:
         outcome = await run_import(source, settings, tally, progress)
     finally:
