@@ -55,18 +55,20 @@ class TopologySource:
         """Re-read the file at the next check, changed or not (SIGHUP)."""
         self._reload_requested = True
 
-    async def open(self) -> Topology:
-        """The first read: a bad file fails at once, a URL is retried URL_ATTEMPTS times."""
+    async def open(self, attempts: int = URL_ATTEMPTS) -> Topology:
+        """The first read: a bad file fails at once, a URL is tried ``attempts`` times (ConfigError after)."""
         if self._path is not None:
             return self._read()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
-        for attempt in range(1, URL_ATTEMPTS + 1):
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        self._etag = None  # a first read wants the file, never a 304
+        for attempt in range(1, attempts + 1):
             try:
                 topology = await self._fetch()
-                assert topology is not None  # no ETag yet: never a 304
+                assert topology is not None  # no ETag: never a 304
                 return topology
             except ConfigError as exc:
-                if attempt == URL_ATTEMPTS:
+                if attempt == attempts:
                     raise
                 log.warning("%s; retry %d/%d", exc, attempt, URL_ATTEMPTS)
                 await asyncio.sleep(URL_RETRY_DELAY_S)

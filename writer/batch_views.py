@@ -77,7 +77,8 @@ async def post_batch(app: web.Application, request: web.BaseRequest) -> web.Resp
         raise
     except TooManyEvents as exc:
         raise too_large(str(exc)) from None
-    results = await app[DISPATCHER].commit(dataclasses.replace(req, digest=batch.digest), batch)
+    results = await app[DISPATCHER].commit(dataclasses.replace(req, digest=batch.digest, started=time.monotonic()),
+                                           batch)
     return answer(len(batch.reactions), results)
 
 

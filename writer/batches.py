@@ -10,7 +10,9 @@ health, gate and refusal rules. Parts go out at once, in parallel.
 A part whose writer refused the connection (or did not accept it within
 ``REACTIONS_BATCH_CONNECT_TIMEOUT_MS``) was not sent: as nginx does, its
 events walk on along the ring past that writer (marked down for nginx's
-fail_timeout), unless the request asked for strict placement
+fail_timeout), as long as the batch is younger than that same timeout (as
+nginx's proxy_next_upstream_timeout: attempts start early, so that every
+batch is answered within its bound), unless the request asked for strict placement
 (``X-Reactions-Placement: strict``): then the part is not stored, so that a
 retry of a part in doubt never lands on another shard.
 """
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -65,6 +68,7 @@ class Request:
     strict: bool
     sent_stamp: str | None  # nginx's X-Reactions-Sent, passed on with each part (writer/settle.py)
     deadline: float  # the last moment a part may commit (seconds since the epoch; inf: none)
+    started: float = field(default_factory=time.monotonic)
 
 
 CommitHere = Callable[[Request, Part], Awaitable[PartCommitted]]
@@ -85,6 +89,7 @@ class Dispatcher:
         self._session = session
         self._commit_here = commit_here
         self._timeout = aiohttp.ClientTimeout(total=forward_timeout_s, sock_connect=connect_timeout_s)
+        self._failover_window_s = connect_timeout_s
 
     async def commit(self, request: Request, batch: Batch) -> list[PartResult]:
         return await self._place(request, batch, list(range(len(batch.reactions))), frozenset())
@@ -97,20 +102,28 @@ class Dispatcher:
         """
         placement = self._topology.placement
         if placement is None:
+            if self._topology.unknown:
+                raise LookupError("the topology has not been read yet")
             return {HERE: indexes}
         down = frozenset() if strict else down | self._topology.down()
         groups: dict[str, list[int]] = defaultdict(list)
+        target_of: dict[str, str] = {}  # a user's events come in bunches: each user is placed once
         for i in indexes:
-            writer = placement.writer(batch.reactions[i].username, down)
-            groups[HERE if self._topology.is_own(placement.shard_of[writer]) else writer].append(i)
+            user = batch.reactions[i].username
+            target = target_of.get(user)
+            if target is None:
+                writer = placement.writer(user, down)
+                target = target_of[user] = HERE if self._topology.is_own(placement.shard_of[writer]) else writer
+            groups[target].append(i)
         return groups
 
     async def _place(self, request: Request, batch: Batch, indexes: list[int],
                      down: frozenset[str]) -> list[PartResult]:
         try:
             groups = self.split(batch, indexes, down, request.strict)
-        except LookupError:
-            return [PartResult("", len(indexes), Outcome.NOT_STORED, reason="no writer is up")]
+        except LookupError as exc:
+            reason = str(exc) if self._topology.unknown else "no writer is up"
+            return [PartResult("", len(indexes), Outcome.NOT_STORED, reason=reason)]
         sent = await asyncio.gather(*(self._send(request, batch, writer, group, down)
                                       for writer, group in groups.items()))
         return [result for results in sent for result in results]
@@ -125,7 +138,7 @@ class Dispatcher:
                 committed = await self._forward(request, writer, part)
         except NotSent as exc:
             self._topology.mark_down(writer)
-            if request.strict:
+            if request.strict or time.monotonic() - request.started > self._failover_window_s:
                 return [PartResult(writer, len(part), Outcome.NOT_STORED, reason=str(exc))]
             return await self._place(request, batch, indexes, down | {writer})
         except KeyReused as exc:

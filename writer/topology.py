@@ -2,7 +2,10 @@
 
 Followed like an aggregator follows it (sharding/source.py), polled every
 ``REACTIONS_TOPOLOGY_POLL_MS``. A writer without a shard file or URL places
-every event of a batch on its own shard.
+every event of a batch on its own shard. One whose shard file or URL cannot
+be read (yet) still starts and takes single POSTs, which need no topology;
+it refuses batches (503) until it has read it, rather than place them
+where a single POST would not land.
 
 Down writers mirror nginx's ``max_fails=1 fail_timeout=5s``: a writer that
 refused a connection (or did not accept one in time) is skipped, its users
@@ -15,7 +18,7 @@ import asyncio
 import logging
 import time
 
-from sharding.config import Shard, Topology
+from sharding.config import ConfigError, Shard, Topology
 from sharding.placement import Placement
 from sharding.source import TopologySource
 
@@ -32,9 +35,19 @@ class WriterTopology:
         self.placement: Placement | None = None
         self._down_until: dict[str, float] = {}
 
+    @property
+    def unknown(self) -> bool:
+        """A topology is configured and has not been read yet: batches cannot be placed."""
+        return self._source is not None and self.placement is None
+
     async def open(self) -> None:
-        if self._source is not None:
-            self._apply(await self._source.open())
+        """One try at reading the topology; ``follow`` tries again until it is read."""
+        if self._source is None:
+            return
+        try:
+            self._apply(await self._source.open(attempts=1))
+        except ConfigError as exc:
+            log.error("cannot read the topology yet: batches are refused until it is read (%s)", exc)
 
     async def follow(self, interval_s: float) -> None:
         """Re-read the topology every ``interval_s`` (a bad or unreachable file keeps the last one)."""
@@ -42,6 +55,9 @@ class WriterTopology:
             return
         while True:
             await asyncio.sleep(interval_s)
+            if self.placement is None:
+                await self.open()
+                continue
             topology = await self._source.changed()
             if topology is not None:
                 self._apply(topology)

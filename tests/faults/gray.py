@@ -36,7 +36,8 @@ from sharding.local.processes import ProcessRecord, alive
 from tests.faults.faults import Fault, progress
 from tests.faults.load import Load, get_hour
 from tests.support.freeze import freeze, thaw
-from tests.support.gray_cluster import HOSTED, RELAYED, GrayCluster
+from tests.support.gray_cluster import HOSTED, RELAYED, WRITER_RELAYED, GrayCluster
+from tests.support.relay import Relay
 from tests.waiting import wait_until
 
 # How soon a writer must stop taking the writes of a shard whose database is down.
@@ -310,10 +311,46 @@ async def shard_identities(cluster: GrayCluster, shard: str) -> list[str]:
     return found
 
 
+# How late the relays deliver what they hold: past every bound on the way, as a healed partition's retransmission.
+LATE_BY_S = 10.0
+# The relay reports a held connection's end within this of its hold (tests/support/relay.py: 5 s for the answer).
+LATE_SETTLED_S = LATE_BY_S + 5.0 + MARGIN_S + 5.0
+# PostgreSQL's ErrorResponse field of the commit guard's SQLSTATE (common/schema.py).
+LATE_COMMIT_FIELD = b"CRS001\x00"
+
+
+def held_to_the_end(relay: Relay) -> tuple[float, float, bytes]:
+    """Wait for a hold to catch, deliver and close: (delivered, closed) seconds after the catch, and the answer."""
+    relay.held(LATE_SETTLED_S)
+    held = time.monotonic()
+    relay.delivered(LATE_SETTLED_S)
+    delivered = time.monotonic() - held
+    _, answer = relay.closed(LATE_SETTLED_S)
+    return delivered, time.monotonic() - held, answer
+
+
+async def late_delivery(cluster: GrayCluster, load: Load) -> list[str]:
+    """A POST held on nginx's link to shard b's writer and a commit held on shard a's link to its database,
+    each delivered LATE_BY_S later (README, Invariants 8): refused as late and rolled back, never counted."""
+    assert cluster.relay is not None and cluster.writer_relay is not None
+    await asyncio.to_thread(cluster.writer_relay.hold, LATE_BY_S, b"POST /analytics")
+    await asyncio.to_thread(cluster.relay.hold, LATE_BY_S, load.plan.prefix.encode())
+    (post_at, post_end, post_answer), (commit_at, commit_end, commit_answer) = await asyncio.gather(
+        asyncio.to_thread(held_to_the_end, cluster.writer_relay), asyncio.to_thread(held_to_the_end, cluster.relay))
+    assert post_answer.startswith(b"HTTP/1.1 503") and b"past its deadline" in post_answer, post_answer[:300]
+    assert LATE_COMMIT_FIELD in commit_answer, commit_answer
+    await progress(load, "after the late deliveries")
+    return [f"a POST held on nginx's link to writer {WRITER_RELAYED}: delivered {post_at:.1f}s late, refused as late"
+            f" (503), final {post_end:.1f}s after it was held",
+            f"a commit held on writer {RELAYED}'s link to PostgreSQL: delivered {commit_at:.1f}s late, rolled back"
+            f" by the commit guard, final {commit_end:.1f}s after it was held"]
+
+
 GRAY_FAULTS: dict[str, Fault] = {
     "PostgreSQL frozen": postgres_freeze,  # type: ignore[dict-item]
     "network partition": network_partition,  # type: ignore[dict-item]
     "slow link": slow_link,  # type: ignore[dict-item]
     "connection cut mid-commit": cut_mid_commit,  # type: ignore[dict-item]
     "database replaced": database_replaced,  # type: ignore[dict-item]
+    "late delivery": late_delivery,  # type: ignore[dict-item]
 }

@@ -213,9 +213,11 @@ class Load:
             return "not connected"
         except (TimeoutError, aiohttp.ClientError):
             sent.ambiguous += 1
+            sent.ambiguous_at.append(time.monotonic())
             return "no answer"
         if unknown:
             sent.ambiguous += 1
+            sent.ambiguous_at.append(time.monotonic())
             sent.unknown += 1
             self.stats.unknown += 1
             return f"unknown {status}"

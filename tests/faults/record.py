@@ -51,6 +51,8 @@ class Sent:
     ambiguous: int = 0  # attempts with no definite answer (the unknown ones among them)
     unknown: int = 0  # attempts answered "outcome unknown"
     acked_at: float | None = None  # time.monotonic() of the 204
+    attempted_at: list[float] = field(default_factory=list)  # time.monotonic() each attempt left
+    ambiguous_at: list[float] = field(default_factory=list)  # ... and each ambiguous answer came
     refusals: list[str] = field(default_factory=list)
     # Acknowledged after a backup and gone with the restore from it: the
     # audit's finding, an expected loss (README, Backup and restore).
@@ -136,6 +138,7 @@ class AuditRecord:
     def on_attempt(self, sent: Sent) -> None:
         """Called before each attempt is sent: it may be stored from now on."""
         sent.attempts += 1
+        sent.attempted_at.append(time.monotonic())
         idx = self.index.setdefault(sent.hour, HourIndex())
         idx.sent[sent.event] += 1
         idx.sent_users.add(sent.user)

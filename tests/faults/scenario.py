@@ -15,6 +15,7 @@ from tests.faults.audit import AuditReport, audit, take_baseline
 from tests.faults.faults import PROGRESS_ACKS, Fault, heal, progress
 from tests.faults.load import Load, LoadPlan
 from tests.faults.record import AuditRecord
+from tests.faults.settle import SettleReport, watching
 
 # Acknowledged events before the fault starts: the load is in full swing.
 WARMUP_ACKS = 150
@@ -28,6 +29,7 @@ class Outcome:
     record: AuditRecord | None = None
     notes: list[str] = field(default_factory=list)
     fault_error: str | None = None
+    settle: SettleReport = field(default_factory=SettleReport)
 
     def problems(self) -> list[str]:
         return ([f"fault check failed: {self.fault_error}"] if self.fault_error else []) + self.report.problems()
@@ -61,23 +63,25 @@ async def run_scenario(cluster: LocalCluster, name: str, fault: Fault | None, pl
     load = Load(plan, record)
     running = asyncio.create_task(load.run(), name=f"load {name}")
     outcome = Outcome(AuditReport(name), record)
-    try:
-        await progress(load, "before the fault", warmup_acks)
-        if fault is None:
-            await running  # no fault: the load runs to its own bound
-        else:
-            outcome.notes = await fault(cluster, load)
-            await progress(load, "after the recovery", after_acks)
-    except Exception as exc:  # reported with the audit; the cluster is healed so the audit can run
-        outcome.fault_error = f"{type(exc).__name__}: {exc}"
-    finally:
-        load.stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-    if running.exception() is not None:
-        raise running.exception()  # type: ignore[misc]
-    if outcome.fault_error is not None:
-        outcome.notes.append("healed: " + ", ".join(await asyncio.to_thread(heal, cluster)))
+    async with watching(record, sources(cluster)[1]) as watch:
+        try:
+            await progress(load, "before the fault", warmup_acks)
+            if fault is None:
+                await running  # no fault: the load runs to its own bound
+            else:
+                outcome.notes = await fault(cluster, load)
+                await progress(load, "after the recovery", after_acks)
+        except Exception as exc:  # reported with the audit; the cluster is healed so the audit can run
+            outcome.fault_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            load.stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        if running.exception() is not None:
+            raise running.exception()  # type: ignore[misc]
+        if outcome.fault_error is not None:
+            outcome.notes.append("healed: " + ", ".join(await asyncio.to_thread(heal, cluster)))
+        outcome.settle = await watch.finish()
     aggregators, dsns = sources(cluster)
     outcome.report = await audit(name, plan.base_url, aggregators, dsns, record, load.stats, plan.staleness_s)
     return outcome

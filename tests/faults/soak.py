@@ -11,12 +11,13 @@ SIGKILL, PostgreSQL SIGKILL, aggregator SIGKILL, add and retire a shard,
 SIGTERM of everything and a restart on the same data; then the gray
 failures of tests/faults/gray.py: a frozen PostgreSQL, a database host cut
 off without a reset, a slow link, a connection cut mid-commit, a database
-replaced behind its DSN). The cluster is a GrayCluster: shard c's database
+replaced behind its DSN, a request and a commit delivered 10 s late). The cluster is a GrayCluster: shard c's database
 on a host of its own (a network namespace: the run needs root, as CI has;
 without it the gray phases are left out, said in one line). Each phase is audited
 when it ends; at the end every phase's events are audited again together
 (nothing acknowledged earlier was lost since). It prints the audit per phase
-and per fault, stops every process it started (by pid) and removes its
+and per fault, how long unknown outcomes took to settle per fault
+(tests/faults/settle.py), stops every process it started (by pid) and removes its
 DATA_DIR (CHAOS_KEEP=1 keeps it). The exit status is 1 if anything was lost
 or wrong.
 """
@@ -34,6 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 
+from common.settings import SETTLE_BOUND_S
 from sharding.local.cluster import ClusterError, LocalCluster
 from sharding.local.processes import port_is_free
 from sharding.local.settings import PORT_SPAN, ClusterSettings
@@ -43,6 +45,7 @@ from tests.faults.gray import GRAY_FAULTS
 from tests.faults.load import LoadPlan, LoadStats
 from tests.faults.record import AuditRecord
 from tests.faults.scenario import Outcome, base_url, run_scenario, sources
+from tests.faults.settle import SettleReport
 from tests.support.cluster import AUDIT_RETENTION_DAYS
 from tests.support.gray_cluster import gray_cluster
 from tests.support.netns import netns_unavailable
@@ -85,6 +88,7 @@ async def soak(cluster: LocalCluster, seconds: float, faults: dict[str, Fault]) 
         outcome = await run_scenario(cluster, name, faults[name], PLAN, WARMUP_ACKS, AFTER_ACKS)
         outcomes.append(outcome)
         say(f"          {outcome.report.line()}")
+        say(f"          settle: {outcome.settle.line()}")
         for note in outcome.notes:
             say(f"          note: {note}")
         for problem in outcome.problems():
@@ -117,6 +121,12 @@ def print_summary(outcomes: list[Outcome], final: AuditReport, elapsed: float) -
             f"{sum(r.duplicated for r in reports):>12}{sum(len(r.lost) for r in reports):>6}"
             f"{sum(len(r.wrong) for r in reports):>7}{sum(len(r.refused_but_stored) for r in reports):>17}"
             f"{max(r.slowest_s for r in reports):>8.2f}s")
+    say(f"\nhow long unknown outcomes took to settle (README, Invariants 8: within {SETTLE_BOUND_S:g}s of the answer):")
+    for name, settles in per_fault_settle(outcomes).items():
+        unknowns = sum(r.unknown_answers for r in settles)
+        late = sum(r.late_changes for r in settles)
+        longest = max(r.settled_s for r in settles)
+        say(f"  {name:<26}{unknowns:>6} unknown answers, {late:>3} stored after them, settled within {longest:.1f}s")
     failed = sum(len(o.problems()) for o in outcomes) + len(final.problems())
     reads = sum((o.report.reads for o in outcomes), start=final.reads)
     say(f"reads during the load: {dict(reads)}")
@@ -128,6 +138,13 @@ def print_summary(outcomes: list[Outcome], final: AuditReport, elapsed: float) -
         f"problems = {failed}")
     for problem in final.problems():
         say(f"PROBLEM (final): {problem}")
+
+
+def per_fault_settle(outcomes: list[Outcome]) -> dict[str, list[SettleReport]]:
+    settles: dict[str, list[SettleReport]] = defaultdict(list)
+    for outcome in outcomes:
+        settles[outcome.report.name].append(outcome.settle)
+    return settles
 
 
 def stop_on_signals() -> None:

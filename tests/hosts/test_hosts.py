@@ -13,13 +13,17 @@ import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from common.hours import MS_PER_HOUR, now_ms
+from common.settings import SETTLE_BOUND_S, STALENESS_BOUND_S
 from sharding.config import RETIRED
+from sharding.ring import Ring
 from tests.support.cluster import counts, own_past_hour_ts, post, shard_event_count, unique_users, wait_counts
 from tests.support.hosts import AGGREGATOR_PORT, ENTRY_PORT, Hosts, listening, shards_json, stop_process
 from tests.support.netns import partitioned
+from tests.support.shard_db import fetchval
 from tests.waiting import wait_until
 
 # Exact answers once the writes stop: the live hour lags commits by a refresh (50 ms in tests).
@@ -244,3 +248,71 @@ async def read_kind(session: aiohttp.ClientSession, base: str, ts: int, seen: di
         return False
     seen[kind] += 1
     return kind != "fresh"
+
+
+# A partition long enough for a request nginx sent into it to reach the writer
+# past its deadline (nginx's stamp + 2.5 s) when TCP retransmits it after the heal.
+HEAL_AFTER_UNKNOWN_S = 2.0
+# TCP's retransmission timer doubles while the host is gone: the next try after the heal comes within this.
+RETRANSMITTED_S = 30.0
+
+
+async def late_refusals(session: aiohttp.ClientSession, writer: str) -> float:
+    async with session.get(f"http://{writer}/metrics") as resp:
+        text = await resp.text()
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "reactions_events_late")
+    return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+
+async def test_a_write_retransmitted_after_a_partition_heals_is_never_counted(hosts: Hosts) -> None:
+    """README, Invariants 8: the counts S after the unknown answer are final, whatever TCP delivers later."""
+    ts = own_past_hour_ts()
+    victim = hosts.shard_hosts[hosts.topology().active_shards[0].name]
+    ring = Ring.build(s.writers[0] for s in hosts.topology().active_shards)
+    users = [u for u in unique_users(400, "retransmit") if ring.lookup(u) == victim.writer]
+    warm, candidates = users[:30], users[30:]
+    acknowledged: set[str] = set()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as session:
+        # Many at once: every nginx worker keeps a connection to the writer, so the write is sent into the partition.
+        answers = await asyncio.gather(*(post(session, f"{hosts.base}/analytics/{ts}/{u}/click") for u in warm))
+        assert set(answers) == {204}, answers
+        acknowledged.update(warm)
+        refused_before = await late_refusals(session, victim.writer)
+        with partitioned(victim.host):
+            late, answered = None, 0.0
+            for user in candidates[:5]:  # nginx without a kept connection to the writer fails over: 204 elsewhere
+                status = await post(session, f"{hosts.base}/analytics/{ts}/{user}/click")
+                if status == 204:
+                    acknowledged.add(user)
+                    continue
+                assert status == 504, status
+                late, answered = user, time.monotonic()
+                break
+            assert late is not None, "nginx sent no write into the partition"
+            await asyncio.sleep(HEAL_AFTER_UNKNOWN_S)
+        healed = time.monotonic()
+        expected = (len(acknowledged), len(acknowledged), 0)
+        await asyncio.sleep(max(0.0, answered + SETTLE_BOUND_S - time.monotonic()))
+        at_settle = await counts(session, hosts.base, ts)
+        await wait_until(lambda: refused_later(session, victim.writer, refused_before),
+                         "the writer gets the retransmitted write after the heal, and refuses it as late",
+                         RETRANSMITTED_S, poll_s=0.2)
+        print(f"\nunknown answer, heal +{healed - answered:.1f}s, retransmitted and refused as late"
+              f" +{time.monotonic() - answered:.1f}s; counts at +{SETTLE_BOUND_S:g}s: {at_settle}")
+        await asyncio.sleep(STALENESS_BOUND_S)  # a commit at the retransmission would show by now
+        final = await counts(session, hosts.base, ts)
+    assert at_settle == final == expected, (at_settle, final, expected)
+    assert await shard_event_count_of(victim.dsn, late) == 0
+
+
+async def refused_later(session: aiohttp.ClientSession, writer: str, before: float) -> bool:
+    try:
+        return await late_refusals(session, writer) > before
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def shard_event_count_of(dsn: str, user: str) -> int:
+    count = await fetchval(dsn, "SELECT count(*) FROM reactions WHERE username = $1", user)
+    assert isinstance(count, int)
+    return count

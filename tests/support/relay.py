@@ -138,7 +138,7 @@ async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s
     written to a client that has gone.
     """
     loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
+    chunks: asyncio.Queue[Chunk] = asyncio.Queue(QUEUE_CHUNKS)
     delivering = asyncio.create_task(deliver(chunks, sink, held))
     try:
         while True:
@@ -149,7 +149,7 @@ async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s
                     if not chunk:
                         return
                     continue
-            await chunks.put((loop.time() + delay_s(), chunk))
+            await chunks.put((loop.time() + delay_s(), chunk, False))
             if not chunk:
                 break
         await delivering
@@ -157,13 +157,19 @@ async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s
         delivering.cancel()
 
 
-async def deliver(chunks: asyncio.Queue[tuple[float, bytes]], sink: asyncio.StreamWriter,
-                  held: list[Held] | None) -> None:
-    """Write each chunk when due; b"" passes EOF on. A client gone from a held link is not an error."""
+# A chunk to write: when it is due, its bytes (b"": pass EOF on; None: end without
+# it, a held link whose client left), and whether it is the held one.
+Chunk = tuple[float, bytes | None, bool]
+
+
+async def deliver(chunks: asyncio.Queue[Chunk], sink: asyncio.StreamWriter, held: list[Held] | None) -> None:
+    """Write each chunk when due. On a held link a client gone is no error, and the held chunk is announced."""
     loop = asyncio.get_running_loop()
     while True:
-        due, chunk = await chunks.get()
+        due, chunk, caught = await chunks.get()
         await asyncio.sleep(max(0.0, due - loop.time()))
+        if chunk is None:
+            return
         try:
             if not chunk:
                 if sink.can_write_eof():
@@ -174,6 +180,9 @@ async def deliver(chunks: asyncio.Queue[tuple[float, bytes]], sink: asyncio.Stre
         except ConnectionError:
             if not held:
                 raise
+        if caught and held:
+            held[0].delivered_at = loop.time()
+            print(f"delivered {held[0].port}", flush=True)
 
 
 def keep_answer(held: Held, chunk: bytes, now: float) -> None:
@@ -238,8 +247,8 @@ class RelayServer:
     async def pump_out(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, held: list[Held]) -> None:
         """Client to target, as ``pump``, except that an armed hold may catch a chunk and keep it (and the rest)."""
         loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[tuple[float, bytes | None, bool]] = asyncio.Queue(QUEUE_CHUNKS)
-        delivering = asyncio.create_task(deliver_out(chunks, sink, held))
+        chunks: asyncio.Queue[Chunk] = asyncio.Queue(QUEUE_CHUNKS)
+        delivering = asyncio.create_task(deliver(chunks, sink, held))
         try:
             while True:
                 try:
@@ -287,26 +296,6 @@ class RelayServer:
         for link in links:
             link.reset()
         return len(links)
-
-
-async def deliver_out(chunks: asyncio.Queue[tuple[float, bytes | None, bool]], sink: asyncio.StreamWriter,
-                      held: list[Held]) -> None:
-    """Write each chunk when it is due; b"" passes the client's EOF on, None ends without it (a held link)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        due, chunk, caught = await chunks.get()
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        if chunk is None:
-            return
-        if not chunk:
-            if sink.can_write_eof():
-                sink.write_eof()
-            return
-        sink.write(chunk)
-        await sink.drain()
-        if caught:
-            held[0].delivered_at = loop.time()
-            print(f"delivered {held[0].port}", flush=True)
 
 
 async def read_answer(held: Held, sink: asyncio.StreamWriter) -> None:

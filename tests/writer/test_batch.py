@@ -6,6 +6,7 @@ Placement across shards, nginx and a frozen shard: tests/e2e/test_batch.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,7 +16,9 @@ from aiohttp.test_utils import TestClient
 from common.batches import parse_batch
 from common.hours import MS_PER_HOUR, hour_of, now_ms
 from common.pg import WaitBounds
+from sharding.config import parse, save
 from tests.support.writer_db import WriterClient, rollup, stored_events
+from tests.waiting import wait_until
 from writer import db
 from writer.batch_db import Part, PartCommitted, commit_part
 from writer.batch_views import answer
@@ -231,3 +234,40 @@ async def test_a_batch_past_its_deadline_is_refused_and_a_late_part_rolled_back(
         await pool.close()
     assert await stored_events(shard_dsn) == [] and await parts(shard_dsn) == []
     assert await post_batch(client, body) == (200, "events,1\nstored,1\nalready_present,0\n")
+
+
+async def test_a_writer_that_cannot_read_its_shard_file_refuses_batches_until_it_can(
+        writer_client: WriterClient, shard_dsn: str, tmp_path: Path) -> None:
+    shards_file = tmp_path / "shards.json"
+    client = await writer_client(shards_file=str(shards_file), topology_poll_s=0.05)
+    body = csv_of([(TS, "u", "click")])
+    status, text = await post_batch(client, body)
+    assert status == 503 and "topology has not been read" in text
+    async with client.post(f"/analytics?timestamp={TS}&user=single&event=click") as resp:
+        assert resp.status == 204, "single POSTs need no topology"
+    save(parse({"shards": [{"name": "a", "writers": ["127.0.0.1:1"], "dsn": shard_dsn}]}), shards_file)
+
+    async def stored() -> bool:
+        return (await post_batch(client, body))[0] == 200
+
+    await wait_until(stored, "the batch is stored once the shard file is read", deadline_s=10)
+    assert sorted(u for _, u, _ in await stored_events(shard_dsn)) == ["single", "u"]
+
+
+async def test_the_internal_part_path_commits_a_part_once(writer_client: WriterClient, shard_dsn: str) -> None:
+    """What another writer sends (writer/part_wire.py): checked again, committed here, a retry already present."""
+    client = await writer_client()
+    batch = parse_batch(csv_of([(TS, "x", "click"), (TS, "y", "impression")]).encode(), now_ms(), 10)
+    headers = {"Idempotency-Key": "kp", "X-Reactions-Batch-Digest": batch.digest.hex(), "Content-Type": "text/csv"}
+    part = f"2,{TS},y,2\n".encode()
+    for expected in ("stored,1\nalready_present,0\n", "stored,0\nalready_present,1\n"):
+        async with client.post("/_internal/batch-part", data=part, headers=headers) as resp:
+            assert (resp.status, await resp.text()) == (200, expected)
+    for bad_headers, bad_part in [({**headers, "X-Reactions-Batch-Digest": "zz"}, part),
+                                  (headers, f"0,{TS},y,2\n".encode()), (headers, f"3,{TS},y,7\n".encode()),
+                                  (headers, f'3,{TS},"a\nb",1\n'.encode()), (headers, b"")]:
+        async with client.post("/_internal/batch-part", data=bad_part, headers=bad_headers) as resp:
+            assert resp.status == 400, bad_part
+    assert await stored_events(shard_dsn) == [(TS, "y", 2)]
+    [row] = await parts(shard_dsn)
+    assert int.from_bytes(row["records"], "little") == 0b10  # record 2 only

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from common.events import Event, Reaction
-from writer.batcher import CommitFailed, GroupCommitter, NotStored, OutcomeUnknown, Overloaded, ShuttingDown
+from writer.batcher import (
+    CommitFailed,
+    GroupCommitter,
+    NotStored,
+    OutcomeUnknown,
+    Overloaded,
+    ShuttingDown,
+    TooLate,
+)
 
 
 def reaction(i: int) -> Reaction:
@@ -21,11 +30,13 @@ class GatedCommits:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
+        self.deadlines: list[float] = []
         self.gate = asyncio.Event()
         self.fail = False
 
     async def __call__(self, batch: Sequence[Reaction], deadline: float = math.inf) -> None:
         self.batches.append([r.ts for r in batch])
+        self.deadlines.append(deadline)
         await self.gate.wait()
         if self.fail:
             raise RuntimeError("commit failed")
@@ -108,6 +119,28 @@ async def test_events_that_waited_too_long_are_refused_unsent() -> None:
     results = await asyncio.gather(*late, return_exceptions=True)
     assert all(isinstance(r, NotStored) for r in results)
     assert commits.batches == [[0], [4]], "the refused events were never sent"
+    assert c.pending == 0
+    await c.close()
+
+
+async def test_events_past_their_deadline_are_refused_unsent_and_a_batch_carries_the_earliest() -> None:
+    """README, Invariants 8: a write is committed by its deadline or never."""
+    commits = GatedCommits()
+    c = committer(commits)
+    blocker = asyncio.ensure_future(c.submit(reaction(0)))
+    await settle()
+    now = time.time()
+    late = asyncio.ensure_future(c.submit(reaction(1), now + 0.05))
+    kept = [asyncio.ensure_future(c.submit(reaction(i), now + 60 + i)) for i in (2, 3)]
+    await asyncio.sleep(0.1)  # past the first one's deadline: the point of the test
+    commits.gate.set()
+    await asyncio.gather(blocker, *kept)
+    with pytest.raises(TooLate, match="past its deadline"):
+        await late
+    assert commits.batches == [[0], [2, 3]], "the late event was never sent"
+    assert commits.deadlines == [math.inf, pytest.approx(now + 62)]
+    with pytest.raises(TooLate):
+        await c.submit(reaction(4), time.time() - 1)  # already late: refused at once
     assert c.pending == 0
     await c.close()
 
