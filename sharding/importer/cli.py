@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import uvloop
+
 from sharding.importer.run import INTERRUPTED, Outcome, run_import
 from sharding.importer.settings import ImportSettings
 from sharding.importer.source import DEFAULT_TABLE, CsvSource, Source, TableSource
@@ -111,4 +113,7 @@ def report(outcome: Outcome, settings: ImportSettings, elapsed: float) -> int:
 
 
 def main(args: argparse.Namespace) -> None:
-    sys.exit(asyncio.run(run(args)))
+    # uvloop, as the services run: less of the machine's CPU per request, left to the cluster.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        status = runner.run(run(args))
+    sys.exit(status)
