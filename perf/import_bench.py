@@ -54,6 +54,9 @@ class ImportPlan:
     days: float
     users: int
     shards: int
+    # Passed on to the importer (its defaults unless given), to compare settings in the same run's terms.
+    concurrency: int
+    batch_events: int
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,10 @@ class ImportFigures:
     summary: str
 
 
-async def read_and_cut(dsn: str) -> float:
+async def read_and_cut(dsn: str, batch_events: int) -> float:
     """Seconds to stream the table and cut it into the import's batches, no HTTP: the importer's own ceiling."""
-    defaults = ImportSettings(url="")
     source = await TableSource.open(dsn)
-    maker = BatchMaker(source.identity, defaults.batch_events, defaults.batch_bytes, now_ms())
+    maker = BatchMaker(source.identity, batch_events, ImportSettings(url="").batch_bytes, now_ms())
     started = time.perf_counter()
     async with contextlib.aclosing(source.chunks()) as chunks:
         async for chunk in chunks:
@@ -103,12 +105,13 @@ async def measure(plan: ImportPlan, work: Path) -> ImportFigures:
         print(f"making user_reaction: {plan.rows:,} rows over {plan.days:g} days", file=sys.stderr)
         await make_table(dsn, rows=plan.rows, users=plan.users, span_days=plan.days)
         expected = await source_hours(dsn)
-        read_s = await read_and_cut(dsn)
+        read_s = await read_and_cut(dsn, plan.batch_events)
         copy_s = await copy_into_one_table(dsn)
         with local_cluster(work, plan.shards, aggregators=2, service_env={}) as (_, stack):
             env = {**os.environ, "PGPASSFILE": str(root / "pgpass")}
             started = time.perf_counter()
-            run = await start_import(["--from-dsn", dsn, "--url", stack.url, "--rejects", str(work / "rejects.csv")],
+            run = await start_import(["--from-dsn", dsn, "--url", stack.url, "--rejects", str(work / "rejects.csv"),
+                                      "--concurrency", str(plan.concurrency), "--batch-events", str(plan.batch_events)],
                                      env, work / "logs")
             summary = await run.finish(deadline_s=max(120.0, plan.rows / 5_000))
             import_s = time.perf_counter() - started
@@ -128,7 +131,8 @@ def report(plan: ImportPlan, figures: ImportFigures) -> list[str]:
     read_rate, copy_rate = plan.rows / figures.read_s, plan.rows / figures.copy_s
     verdict = "met" if rate >= TARGET_ROWS_PER_S else f"missed by {1 - rate / TARGET_ROWS_PER_S:.0%}"
     return [
-        f"import of {plan.rows:,} rows over {plan.days:g} days into {plan.shards} shards: {figures.summary}",
+        f"import of {plan.rows:,} rows over {plan.days:g} days into {plan.shards} shards "
+        f"(batches of {plan.batch_events}, {plan.concurrency} in flight): {figures.summary}",
         f"  import end to end        {rate:>12,.0f} rows/s  ({figures.import_s:.1f} s)  "
         f"exact: {'yes' if figures.exact else 'NO'}",
         f"  importer alone, no HTTP  {read_rate:>12,.0f} rows/s  (import = {rate / read_rate:.2f}x of it)",
@@ -144,10 +148,14 @@ def parse_args(argv: list[str] | None) -> ImportPlan:
     parser.add_argument("--days", type=float, default=10.0, help="the rows span the last DAYS days (at most 30)")
     parser.add_argument("--users", type=int, default=None, help="distinct users (default: rows / 20)")
     parser.add_argument("--shards", type=int, default=3)
+    defaults = ImportSettings(url="")
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="the importer's")
+    parser.add_argument("--batch-events", type=int, default=defaults.batch_events, help="the importer's")
     args = parser.parse_args(argv)
     if not 0 < args.days <= 30 or args.rows < 1:
         parser.error("--rows at least 1, --days in (0, 30] (one series of hours reads them back)")
-    return ImportPlan(args.rows, args.days, args.users or max(1, args.rows // 20), args.shards)
+    return ImportPlan(args.rows, args.days, args.users or max(1, args.rows // 20), args.shards, args.concurrency,
+                      args.batch_events)
 
 
 def main(argv: list[str] | None = None) -> None:
