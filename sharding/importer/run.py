@@ -42,6 +42,9 @@ class Stop:
         self.abandon = self.abandon or abandon
         self.changed.set()
 
+    def abandon_in_flight(self) -> None:
+        self.request(INTERRUPTED, abandon=True)
+
     def on_signal(self) -> None:
         """The first Ctrl-C finishes what is in flight, the second abandons it (only flags: nothing raises here)."""
         self.request(INTERRUPTED, abandon=self.reason is not None)
@@ -149,13 +152,12 @@ class Importer:
         with contextlib.suppress(asyncio.CancelledError):
             await reader
 
-
     def finish_in_flight(self) -> asyncio.TimerHandle:
         """Stopping: the batches in flight may finish within the grace, then they are abandoned."""
         grace_s = self.settings.stop_grace_s
         self.progress.note(f"stopping ({self.stop.reason}): no new batch; {len(self.in_flight)} in flight get "
                            f"{grace_s:.0f} s to finish (Ctrl-C again abandons them)")
-        return asyncio.get_running_loop().call_later(grace_s, self.stop.request, "", True)
+        return asyncio.get_running_loop().call_later(grace_s, self.stop.abandon_in_flight)
 
 
 async def run_import(source: Source, settings: ImportSettings, tally: Tally, progress: Progress) -> Outcome:
