@@ -99,6 +99,9 @@ class BatchClient:
                 return counts(batch, body)
             if resp.status in REFUSED:
                 return BatchResult(batch, refused=f"{resp.status}: {short(body)}")
+            if resp.status == 413:
+                raise FatalAnswer(f"batch {batch.key} is over the endpoint's limits ({short(body)}): "
+                                  "lower --batch-events or --batch-bytes, and keep them for every rerun")
             if resp.status not in RETRIED:
                 raise FatalAnswer(f"{self.url} answered {resp.status} to batch {batch.key}: {short(body)}")
             return resp.status, why_retried(resp.status, resp.headers, body), retry_after(resp.headers)

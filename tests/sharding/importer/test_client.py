@@ -80,10 +80,10 @@ async def test_a_refusal_is_final(endpoint: Endpoint, status: int) -> None:
     assert notes == [] and len(endpoint.seen) == 1
 
 
-@pytest.mark.parametrize("status", [404, 413])
-async def test_an_answer_no_retry_can_change_stops_the_import(endpoint: Endpoint, status: int) -> None:
+@pytest.mark.parametrize(("status", "said"), [(404, "answered 404"), (413, "lower --batch-events")])
+async def test_an_answer_no_retry_can_change_stops_the_import(endpoint: Endpoint, status: int, said: str) -> None:
     endpoint.answers = [(status, {}, "too large")]
-    with pytest.raises(FatalAnswer, match=str(status)):
+    with pytest.raises(FatalAnswer, match=said):
         await send(endpoint)
 
 
