@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 PROMETHEUS_PORT ?= 9090
 
-.PHONY: install system-deps docker-deps docker-base docker-up docker-down lint test run add-shard apply add-aggregator status prune verify-shard monitor bench chaos clean
+.PHONY: install system-deps docker-deps docker-base docker-up docker-down lint test run add-shard apply add-aggregator status prune verify-shard import monitor bench chaos clean
 
 # System packages a fresh Debian machine lacks (nginx, PostgreSQL server).
 system-deps:
@@ -67,6 +67,13 @@ prune: install
 # Check a shard's rollups against its raw events: make verify-shard SHARD=a [REPAIR=1]
 verify-shard: install
 	$(PY) -m sharding verify-shard $(SHARD) $(if $(REPAIR),--repair)
+
+# Import events through the batch endpoint (README, Importing):
+#   make import FILE=events.csv    or    make import FROM_DSN=postgresql://... [TABLE=user_reaction] [URL=http://...]
+# Not echoed: a DSN may hold a password.
+import: install
+	@test -n "$(FILE)$(FROM_DSN)" || { echo "usage: make import FILE=events.csv, or make import FROM_DSN=DSN [TABLE=user_reaction] [URL=http://host:port]" >&2; exit 2; }
+	@$(PY) -m sharding import $(if $(FILE),'$(FILE)') $(if $(FROM_DSN),--from-dsn '$(FROM_DSN)') $(if $(TABLE),--table '$(TABLE)') $(if $(URL),--url '$(URL)')
 
 # Prometheus in the foreground on the configuration `make run` keeps in DATA_DIR
 # (every writer and aggregator, monitoring/rules.yml); its data in DATA_DIR/prometheus.

@@ -9,6 +9,7 @@
     entry               run the entry host (nginx) of a cluster on several hosts, in the foreground
     prune [--older-than-days N]    drop raw events older than N days on every shard (rollups stay)
     verify-shard NAME [--repair]   check a shard's rollups against its raw events (and rebuild what differs)
+    import FILE | --from-dsn DSN [--table T] [--url URL]   import events through the batch endpoint
     render-nginx        print the nginx configuration for a shard file (docker compose)
     render-compose      print docker-compose.yml for a shard file of compose service names
     render-kubernetes   print Kubernetes manifests for a shard file of Service names
@@ -28,6 +29,8 @@ from common.settings import SettingsError
 from sharding import compose, kubernetes, nginx, prometheus
 from sharding.apply import Refused
 from sharding.config import ConfigError, load
+from sharding.importer import cli as importer_cli
+from sharding.importer.source import SourceError
 from sharding.local.apply import apply_file
 from sharding.local.cluster import ClusterError, LocalCluster
 from sharding.local.entry_host import serve_entry
@@ -56,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     verify = commands.add_parser("verify-shard", help="check a shard's rollups against its raw events")
     verify.add_argument("name")
     verify.add_argument("--repair", action="store_true", help="rebuild every mismatched hour from its raw events")
+    importer_cli.add_parser(commands)
     render = commands.add_parser("render-nginx", help="print the nginx configuration of a shard file")
     render.add_argument("--shards-file", required=True)
     render.add_argument("--listen", default="8000", help="nginx listen address (default: 8000)")
@@ -130,12 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command.startswith("render-"):
             render(args)
+        elif args.command == "import":
+            importer_cli.main(args)
         else:
             operate(args)
     except Refused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         sys.exit(1)
-    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError, NotCovered) as exc:
+    except (ClusterError, ConfigError, SettingsError, ProcessError, PermissionError, NotCovered, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
