@@ -68,7 +68,7 @@ prune: install
 verify-shard: install
 	$(PY) -m sharding verify-shard $(SHARD) $(if $(REPAIR),--repair)
 
-# Import events through the batch endpoint (README, Importing):
+# Import events through the batch endpoint (docs/operations.md, Importing history):
 #   make import FILE=events.csv    or    make import FROM_DSN=postgresql://... [TABLE=user_reaction] [URL=http://...]
 # Not echoed: a DSN may hold a password.
 import: install

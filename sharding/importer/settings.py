@@ -7,8 +7,8 @@ from pathlib import Path
 
 from common.settings import SettingsError
 
-# The batch endpoint's limits are about 10,000 events and 1 MiB a request (README,
-# Importing): the defaults stay well under both, and the maxima at them.
+# The batch endpoint's limits are 10,000 events and 1 MiB a request (docs/contract.md,
+# Batches): the defaults stay well under both, and the maxima at them.
 MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_BYTES = 1024 * 1024
 # A valid record is at most a 19-digit timestamp, 128 four-byte characters doubled
