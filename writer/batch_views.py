@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 
 from aiohttp import web
@@ -28,16 +29,25 @@ from writer.part_wire import DIGEST_HEADER, decode_part
 from writer.views import OUTCOME_HEADER, RETRY_AFTER_S, deadline_of, unavailable
 
 PLACEMENT_HEADER = "X-Reactions-Placement"
+# What a forwarded part adds to each event's bytes: its record number (at most 5 digits) and a comma.
+PART_OVERHEAD_PER_EVENT = 6
 
 
 def too_large(reason: str) -> web.HTTPRequestEntityTooLarge:
     return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=reason + "\n")
 
 
-async def read_body(app: web.Application, request: web.BaseRequest) -> bytes:
-    """The whole body, within the byte limit (413) and the body timeout (408)."""
+async def read_body(app: web.Application, request: web.BaseRequest, part: bool = False) -> bytes:
+    """The whole body, within the byte limit (413) and the body timeout (408).
+
+    A part another writer forwards may be longer than the batch it came from
+    (writer/part_wire.py adds each event's record number): its limit allows
+    for that, so that a batch within the limits never fails on its way.
+    """
     settings = app[SETTINGS]
     limit = settings.batch_post_max_bytes
+    if part:
+        limit += PART_OVERHEAD_PER_EVENT * settings.batch_post_max_events
     if request.content_length is not None and request.content_length > limit:
         raise too_large(f"a batch is at most {limit} bytes")
     body = bytearray()
@@ -63,7 +73,7 @@ def batch_request(app: web.Application, request: web.BaseRequest) -> Request:
     if request.content_type != "text/csv" or request.charset not in (None, "utf-8", "UTF-8"):
         raise web.HTTPUnsupportedMediaType(text="a batch is text/csv (UTF-8)\n")
     return Request(key=key, digest=b"", strict=placement == "strict",
-                   sent_stamp=request.headers.get(settle.STAMP_HEADER), deadline=deadline_of(app, request))
+                   sent_stamp=request.headers.get(settle.STAMP_HEADER), deadline=math.inf)
 
 
 async def post_batch(app: web.Application, request: web.BaseRequest) -> web.Response:
@@ -77,8 +87,10 @@ async def post_batch(app: web.Application, request: web.BaseRequest) -> web.Resp
         raise
     except TooManyEvents as exc:
         raise too_large(str(exc)) from None
-    results = await app[DISPATCHER].commit(dataclasses.replace(req, digest=batch.digest, started=time.monotonic()),
-                                           batch)
+    # The deadline counts from nginx's stamp, or else from when the whole body was there: a direct
+    # client's slow upload is not time the commit could land late in.
+    req = dataclasses.replace(req, digest=batch.digest, started=time.monotonic(), deadline=deadline_of(app, request))
+    results = await app[DISPATCHER].commit(req, batch)
     return answer(len(batch.reactions), results)
 
 
@@ -118,7 +130,7 @@ async def post_part(app: web.Application, request: web.BaseRequest) -> web.Respo
         digest = b""
     if key is None or len(digest) != 32:
         raise bad_request(BAD_IDEMPOTENCY_KEY, "a batch part needs its key and its batch's digest")
-    part = decode_part(await read_body(app, request), now_ms())
+    part = decode_part(await read_body(app, request, part=True), now_ms())
     # The batch's deadline: from nginx's stamp, which the first writer passed on (or this part's arrival).
     stamp = request.headers.get(settle.STAMP_HEADER)
     deadline = settle.write_deadline(settle.parse_stamp(stamp), time.time(), app[SETTINGS].write_budget_s)
@@ -148,6 +160,7 @@ async def commit_here(app: web.Application, request: Request, part: Part) -> Par
                                                current_hour(), request.deadline)
     except TooLate as exc:
         metrics.late.labels(exc.where).inc(len(part))
+        metrics.refused.inc(len(part))
         metrics.part_events.labels("not_stored").inc(len(part))
         raise
     except OutcomeUnknown as exc:

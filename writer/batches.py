@@ -94,6 +94,10 @@ class Dispatcher:
     async def commit(self, request: Request, batch: Batch) -> list[PartResult]:
         return await self._place(request, batch, list(range(len(batch.reactions))), frozenset())
 
+    def waiting_for(self) -> str | None:
+        """What batches wait for (the topology not read yet), for /readyz; None when they can be placed."""
+        return self._topology.waiting.describe() if self._topology.unknown else None
+
     def split(self, batch: Batch, indexes: list[int], down: frozenset[str],
               strict: bool = False) -> dict[str, list[int]]:
         """Event indexes by the writer they go to (HERE for this writer's shard); LookupError if all are down.
@@ -104,6 +108,9 @@ class Dispatcher:
         if placement is None:
             if self._topology.unknown:
                 raise LookupError("the topology has not been read yet")
+            if strict:  # without the ring, this writer cannot know where each user's part belongs
+                raise LookupError("strict placement needs the topology: this writer has no "
+                                  "REACTIONS_SHARDS_FILE or REACTIONS_SHARDS_URL")
             return {HERE: indexes}
         down = frozenset() if strict else down | self._topology.down()
         groups: dict[str, list[int]] = defaultdict(list)
@@ -121,9 +128,8 @@ class Dispatcher:
                      down: frozenset[str]) -> list[PartResult]:
         try:
             groups = self.split(batch, indexes, down, request.strict)
-        except LookupError as exc:
-            reason = str(exc) if self._topology.unknown else "no writer is up"
-            return [PartResult("", len(indexes), Outcome.NOT_STORED, reason=reason)]
+        except LookupError as exc:  # topology not read, strict without one, or every writer down
+            return [PartResult("", len(indexes), Outcome.NOT_STORED, reason=str(exc))]
         sent = await asyncio.gather(*(self._send(request, batch, writer, group, down)
                                       for writer, group in groups.items()))
         return [result for results in sent for result in results]
@@ -172,6 +178,6 @@ def part_answer(writer: str, status: int, text: str) -> PartCommitted:
         return PartCommitted(int(fields["stored"]), int(fields["already_present"]))
     if status == 422:
         raise KeyReused(reason)
-    if status in (400, 503):  # refused before its commit, or rolled back
+    if status == 503 or 400 <= status < 500:  # refused before its commit (or rolled back), or never taken
         raise NotStored(reason)
     raise OutcomeUnknown(reason)

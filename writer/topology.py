@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 
+from common.retry import Waiting
 from sharding.config import ConfigError, Shard, Topology
 from sharding.placement import Placement
 from sharding.source import TopologySource
@@ -34,6 +35,8 @@ class WriterTopology:
         self._own_dsn = own_dsn
         self.placement: Placement | None = None
         self._down_until: dict[str, float] = {}
+        # Told in the log when its reason changes (and every few tries), and on /readyz.
+        self.waiting = Waiting("the shard file, to place batches")
 
     @property
     def unknown(self) -> bool:
@@ -47,7 +50,9 @@ class WriterTopology:
         try:
             self._apply(await self._source.open())
         except ConfigError as exc:
-            log.error("cannot read the topology yet: batches are refused until it is read (%s)", exc)
+            self.waiting.failed(f"{exc}; batches are refused until it is read")
+            return
+        self.waiting.succeeded()
 
     async def follow(self, interval_s: float) -> None:
         """Re-read the topology every ``interval_s`` (a bad or unreachable file keeps the last one)."""

@@ -12,7 +12,7 @@ from common.hours import now_ms
 from common.metrics import exposition
 from writer import settle
 from writer.batcher import NotStored, OutcomeUnknown, Overloaded, TooLate, late
-from writer.keys import CLOCKS, COMMITTER, HEALTH, METRICS, SETTINGS, STARTING
+from writer.keys import CLOCKS, COMMITTER, DISPATCHER, HEALTH, METRICS, SETTINGS, STARTING
 
 RETRY_AFTER_S = "1"
 # Marks an answer whose event may or may not be stored (docs/contract.md).
@@ -96,6 +96,10 @@ async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response
         starting = app[STARTING]
         raise unavailable(f"not ready: {'starting' if starting.done else starting.describe()}")
     clocks = app[CLOCKS].report()
+    # Single POSTs need no topology: a writer still waiting for it stays ready, and says so.
+    batches = app[DISPATCHER].waiting_for() if DISPATCHER in app else None
+    if batches is not None:
+        clocks = f"{clocks}\nbatches: {batches}"
     reason = app[HEALTH].down_reason
     if reason is not None:
         raise unavailable(f"not ready: {reason}\n{clocks}")

@@ -5,6 +5,7 @@ Placement across shards, nginx and a frozen shard: tests/e2e/test_batch.py.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from tests.waiting import wait_until
 from writer import db
 from writer.batch_db import Part, PartCommitted, commit_part
 from writer.batch_views import answer
-from writer.batcher import TooLate
-from writer.batches import Outcome, PartResult
+from writer.batcher import NotStored, OutcomeUnknown, TooLate
+from writer.batches import Outcome, PartResult, part_answer
+from writer.part_wire import encode_part
 
 HOUR = now_ms() // MS_PER_HOUR - 30  # a past hour: its day's partition is made on demand
 TS = HOUR * MS_PER_HOUR + 1000
@@ -246,6 +248,9 @@ async def test_a_writer_that_cannot_read_its_shard_file_refuses_batches_until_it
     assert status == 503 and "topology has not been read" in text
     async with client.post(f"/analytics?timestamp={TS}&user=single&event=click") as resp:
         assert resp.status == 204, "single POSTs need no topology"
+    async with client.get("/readyz") as resp:
+        text = await resp.text()
+        assert resp.status == 200 and "batches: waiting for the shard file" in text, text
     save(parse({"shards": [{"name": "a", "writers": ["127.0.0.1:1"], "dsn": shard_dsn}]}), shards_file)
 
     async def stored() -> bool:
@@ -272,3 +277,37 @@ async def test_the_internal_part_path_commits_a_part_once(writer_client: WriterC
     assert await stored_events(shard_dsn) == [(TS, "y", 2)]
     [row] = await parts(shard_dsn)
     assert int.from_bytes(row["records"], "little") == 0b10  # record 2 only
+
+
+async def test_strict_placement_without_a_topology_is_refused(writer_client: WriterClient, shard_dsn: str) -> None:
+    """A writer with no shard file cannot know each user's ring shard: a strict batch stores nothing (503)."""
+    client = await writer_client()
+    status, text = await post_batch(client, csv_of([(TS, "u", "click")]), headers={"X-Reactions-Placement": "strict"})
+    assert status == 503 and "strict placement needs the topology" in text, text
+    assert await stored_events(shard_dsn) == []
+    assert (await post_batch(client, csv_of([(TS, "u", "click")])))[0] == 200, "without strict, it stays here"
+
+
+async def test_a_part_of_a_batch_within_the_limits_is_within_the_parts_limit(writer_client: WriterClient,
+                                                                             shard_dsn: str) -> None:
+    """A forwarded part adds each event's record number: a batch just under 1 MiB must not fail on its way."""
+    client = await writer_client()
+    user = "u" * 83
+    body = csv_of([(TS, user, "click")] * 10_000).encode()
+    batch = parse_batch(body, now_ms(), 10_000)
+    assert len(body) <= 1024 * 1024
+    wire = encode_part(Part(list(range(1, 10_001)), [TS] * 10_000, [HOUR] * 10_000, [user] * 10_000, [1] * 10_000))
+    assert len(wire) > 1024 * 1024, "the part is longer than its batch: the case this test is about"
+    headers = {"Idempotency-Key": "kbig", "X-Reactions-Batch-Digest": batch.digest.hex(), "Content-Type": "text/csv"}
+    async with client.post("/_internal/batch-part", data=io.BytesIO(wire), headers=headers) as resp:
+        assert (resp.status, await resp.text()) == (200, "stored,10000\nalready_present,0\n")
+
+
+def test_another_writers_refusal_is_not_stored_and_only_a_lost_answer_is_unknown() -> None:
+    assert part_answer("w", 200, "stored,2\nalready_present,1\n") == PartCommitted(2, 1)
+    for status in (400, 404, 408, 413, 503):  # never taken, or rolled back: a retry cannot count it twice
+        with pytest.raises(NotStored):
+            part_answer("w", status, "no")
+    for status in (500, 502, 504):
+        with pytest.raises(OutcomeUnknown):
+            part_answer("w", status, "no")
