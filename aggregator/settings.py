@@ -48,7 +48,7 @@ class Settings:
     cold_slot_wait_s: float = 0.5
     # A series (GET /analytics/series) is answered, or refused with 503, within
     # this: the cold-read bound (slot wait + shard timeout), well below nginx's
-    # 2.3 s proxy_read_timeout, so that the client gets the reason, not a 504.
+    # 2.2 s proxy_read_timeout, so that the client gets the reason, not a 504.
     series_timeout_s: float = 1.5
     # Past hours kept (one small entry each: a body and a version per shard).
     past_cache_hours: int = 4096
