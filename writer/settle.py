@@ -71,11 +71,16 @@ class SkewEstimate:
     _last: float | None = None
     _window_started: float = field(default_factory=time.monotonic)
 
-    def add(self, sample_s: float) -> None:
+    def add(self, sample_s: float) -> bool:
+        """Take a sample; whether the estimate may have changed (a new window, or a new smallest sample)."""
         now = time.monotonic()
-        if now - self._window_started >= self.window_s:
+        rolled = now - self._window_started >= self.window_s
+        if rolled:
             self._last, self._current, self._window_started = self._current, None, now
-        self._current = sample_s if self._current is None else min(self._current, sample_s)
+        if self._current is not None and sample_s >= self._current:
+            return rolled
+        self._current = sample_s
+        return True
 
     def set(self, sample_s: float) -> None:
         """A sample that is already an estimate (the heartbeat's): replaces the window."""
@@ -110,8 +115,8 @@ class Clocks:
         skew = self.skews[peer]
         if estimate:
             skew.set(sample_s)
-        else:
-            skew.add(sample_s)
+        elif not skew.add(sample_s):  # the common case on every POST: nothing to re-check
+            return
         seconds = skew.seconds
         off = seconds is not None and abs(seconds) > self.margin_s
         if off and peer not in self._off:
