@@ -118,7 +118,16 @@ def batch_summary(run: BatchRun) -> list[str]:
         f"{run.ratio_to_copy:.2f}x of it",
         f"load generator {run.generator_cores:.2f} cores; audit: {'exact' if run.exact else 'NOT exact'} "
         f"({run.audit})",
+        *cpu_per_event_line(run),
     ]
+
+
+def cpu_per_event_line(run: BatchRun) -> list[str]:
+    """Where an event's CPU went: each component's microseconds per durable event (none if nothing was stored)."""
+    per = run.cpu_us_per_event()
+    if not per or not run.components:
+        return []
+    return ["CPU per durable event (µs): " + ", ".join(f"{name} {us:.1f}" for name, us in per.items())]
 
 
 def batch_section(run: BatchRun) -> Iterator[str]:

@@ -14,6 +14,9 @@ OTHER = "other"
 IDLE_STACKS = "idle stacks"
 # Kernel softirq time (loopback networking): caused by the load, charged to no process.
 SOFTIRQ = "softirq"
+# Names in a batch run's CPU per event (BatchRun.cpu_us_per_event) beside the components'.
+LOAD_GENERATOR = "load generator"
+TOTAL = "total"
 BASELINE = "baseline"
 TARGET = "target"
 # The scenarios measured with wrk, in the order they run and are shown.
@@ -179,6 +182,15 @@ class BatchRun:
     @property
     def ratio_to_single(self) -> float | None:
         return self.events_per_s / self.single_post_per_s if self.single_post_per_s else None
+
+    def cpu_us_per_event(self) -> dict[str, float]:
+        """CPU microseconds per durable event: each component's, the load generator's, and their sum."""
+        if not self.events_per_s:
+            return {}
+        per = {name: cores * 1e6 / self.events_per_s for name, cores in self.components.items()}
+        per[LOAD_GENERATOR] = self.generator_cores * 1e6 / self.events_per_s
+        per[TOTAL] = sum(per.values())
+        return per
 
 
 @dataclass

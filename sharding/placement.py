@@ -12,12 +12,17 @@ in this encoding lands where a batch places the same user (docs/contract.md, Bat
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from sharding.config import Shard, Topology
 from sharding.nginx import writer_addresses
 from sharding.ring import Ring
+
+# Users whose walk (sharding/ring.py ``Ring.walk``) a Placement keeps: a
+# batch's users recur across batches, and quoting, hashing and the ring search
+# are most of the cost of placing one. Past the bound the cache starts over.
+CACHED_USERS = 65_536
 
 
 def placement_key(user: str) -> str:
@@ -31,6 +36,7 @@ class Placement:
 
     ring: Ring
     shard_of: dict[str, Shard]
+    walks: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, topology: Topology) -> Placement:
@@ -39,4 +45,12 @@ class Placement:
 
     def writer(self, user: str, down: Collection[str] = ()) -> str:
         """The writer nginx sends ``user`` to, walking on past the writers in ``down`` as nginx does."""
-        return self.ring.lookup(placement_key(user), down)
+        walk = self.walks.get(user)
+        if walk is None:
+            if len(self.walks) >= CACHED_USERS:
+                self.walks.clear()
+            walk = self.walks[user] = self.ring.walk(placement_key(user))
+        for writer in walk:
+            if writer not in down:
+                return writer
+        raise LookupError("every server of the ring is down")

@@ -89,6 +89,22 @@ class Ring:
     def servers(self) -> frozenset[str]:
         return frozenset(self.owners)
 
+    def walk(self, key: str | bytes) -> tuple[str, ...]:
+        """Every server once, in the order nginx's walk from ``key`` meets them.
+
+        ``lookup(key, down)`` is the first of them not in ``down``: what a
+        cache of walks (sharding/placement.py) answers without hashing again.
+        """
+        start = bisect.bisect_left(self.hashes, key_hash(key))
+        wanted, seen = len(self.servers), []
+        for step in range(len(self.hashes)):
+            owner = self.owners[(start + step) % len(self.hashes)]
+            if owner not in seen:
+                seen.append(owner)
+                if len(seen) == wanted:
+                    break
+        return tuple(seen)
+
     def lookup(self, key: str | bytes, down: Collection[str] = ()) -> str:
         """The server nginx sends ``key`` to, skipping the servers in ``down``."""
         start = bisect.bisect_left(self.hashes, key_hash(key))

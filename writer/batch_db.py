@@ -13,8 +13,10 @@ One transaction per part (docs/contract.md, Batches):
    it then holds until commit, its first-seen users inserted with that
    version (the per-hour version rules of docs/design.md, Design), a NOTIFY of
    every late hour, and the part's own ``batch_parts`` row;
-5. the settle guard (writer/db.py ``guard_commit``, docs/design.md, Invariants 8):
+5. the settle guard (``guard_commit``'s row, docs/design.md, Invariants 8):
    PostgreSQL rolls the part back rather than commit it past ``deadline``;
+   in step 4's statement when there is one (one round trip fewer), on its
+   own when every record was already there;
 6. COMMIT.
 
 Outcomes as for single POSTs (writer/batcher.py): ``NotStored`` when
@@ -34,7 +36,7 @@ import asyncpg
 
 from common import partitions
 from common.pg import WaitBounds, is_connection_error, release, terminate
-from common.schema import LATE_WRITES_CHANNEL
+from common.schema import COMMIT_GUARD, LATE_WRITES_CHANNEL
 from writer.batcher import NotStored, OutcomeUnknown
 from writer.db import MissingPartition, add_partitions, guard_commit, refusal
 
@@ -110,6 +112,9 @@ WITH hc AS (
 )
 SELECT hour, pg_notify('{LATE_WRITES_CHANNEL}', hour::text) FROM hc WHERE hour <> $6
 """
+# The same with step 5's row, $12 the deadline (a data-modifying WITH runs once, read or not).
+COMMIT_ROLLUPS_GUARDED = COMMIT_ROLLUPS.replace(
+    "WITH hc AS (", f"WITH guard AS ({COMMIT_GUARD.format(deadline='$12')}), hc AS (", 1)
 
 
 def rollup_args(part: Part) -> tuple[list[int], list[int], list[int], list[int], list[str]]:
@@ -135,12 +140,16 @@ async def missing_records(conn: asyncpg.Connection, key: str, digest: bytes, par
 
 
 async def write_part(conn: asyncpg.Connection, key: str, digest: bytes, part: Part, missing: Part,
-                     current_hour: int) -> None:
+                     current_hour: int, deadline: float) -> None:
+    """Steps 3 to 5: the raw rows, then the rollups, the part's row and (if ``deadline`` is finite) the guard."""
     await conn.copy_records_to_table(
         "reactions", columns=RAW_COLUMNS,
         records=list(zip(missing.ts, missing.hours, missing.users, missing.events, strict=True)))
-    await conn.execute(COMMIT_ROLLUPS, *rollup_args(missing), current_hour, key, part.identity(), digest,
-                       bitmap(missing.records), len(missing))
+    args = (*rollup_args(missing), current_hour, key, part.identity(), digest, bitmap(missing.records), len(missing))
+    if math.isfinite(deadline):
+        await conn.execute(COMMIT_ROLLUPS_GUARDED, *args, deadline)
+    else:
+        await conn.execute(COMMIT_ROLLUPS, *args)
 
 
 async def commit_once(conn: asyncpg.Connection, key: str, digest: bytes, part: Part, current_hour: int,
@@ -151,8 +160,8 @@ async def commit_once(conn: asyncpg.Connection, key: str, digest: bytes, part: P
     try:
         missing_at = await missing_records(conn, key, digest, part)
         if missing_at:
-            await write_part(conn, key, digest, part, part.select(missing_at), current_hour)
-        if math.isfinite(deadline):
+            await write_part(conn, key, digest, part, part.select(missing_at), current_hour, deadline)
+        elif math.isfinite(deadline):  # nothing to write: the guard on its own
             await guard_commit(conn, deadline)
     except (asyncpg.PostgresError, KeyReused) as exc:
         if not is_connection_error(exc):

@@ -91,7 +91,7 @@ async def post_batch(app: web.Application, request: web.BaseRequest) -> web.Resp
     # client's slow upload is not time the commit could land late in.
     req = dataclasses.replace(req, digest=batch.digest, started=time.monotonic(), deadline=deadline_of(app, request))
     results = await app[DISPATCHER].commit(req, batch)
-    return answer(len(batch.reactions), results)
+    return answer(len(batch), results)
 
 
 def answer(events: int, results: list[PartResult]) -> web.Response:

@@ -75,9 +75,8 @@ CommitHere = Callable[[Request, Part], Awaitable[PartCommitted]]
 
 
 def columns(batch: Batch, indexes: list[int]) -> Part:
-    rs = [batch.reactions[i] for i in indexes]
-    return Part([i + 1 for i in indexes], [r.ts for r in rs], [r.hour for r in rs], [r.username for r in rs],
-                [int(r.event) for r in rs])
+    return Part([i + 1 for i in indexes], [batch.ts[i] for i in indexes], [batch.hours[i] for i in indexes],
+                [batch.users[i] for i in indexes], [batch.events[i] for i in indexes])
 
 
 class Dispatcher:
@@ -92,7 +91,7 @@ class Dispatcher:
         self._failover_window_s = connect_timeout_s
 
     async def commit(self, request: Request, batch: Batch) -> list[PartResult]:
-        return await self._place(request, batch, list(range(len(batch.reactions))), frozenset())
+        return await self._place(request, batch, list(range(len(batch))), frozenset())
 
     def waiting_for(self) -> str | None:
         """What batches wait for (the topology not read yet), for /readyz; None when they can be placed."""
@@ -116,7 +115,7 @@ class Dispatcher:
         groups: dict[str, list[int]] = defaultdict(list)
         target_of: dict[str, str] = {}  # a user's events come in bunches: each user is placed once
         for i in indexes:
-            user = batch.reactions[i].username
+            user = batch.users[i]
             target = target_of.get(user)
             if target is None:
                 writer = placement.writer(user, down)

@@ -84,6 +84,8 @@ def test_report_has_tables_verdicts_and_charts(tmp_path: Path) -> None:
     assert "| batches >= 20x the single-POST path (events/s) | 12.5x (4,000 single-POST events/s) | **missed** |" \
         in report
     assert "COPY into one table: 400,000 rows/s, batches at 0.12x of it" in report
+    # writers 1.2 cores and the generator 0.3 at 50,000 events/s
+    assert "CPU per durable event (µs): writers 24.0, load generator 6.0, total 30.0" in report
     assert "| post durable | 6.0 | 2.50 |" in report
     for chart in ("throughput.png", "latency.png", "over_time.png", "mixed_over_time.png"):
         assert (tmp_path / chart).stat().st_size > 0

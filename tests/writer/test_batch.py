@@ -239,6 +239,26 @@ async def test_a_batch_past_its_deadline_is_refused_and_a_late_part_rolled_back(
     assert await post_batch(client, body) == (200, "events,1\nstored,1\nalready_present,0\n")
 
 
+async def test_the_guard_holds_a_part_in_both_its_forms(shard_dsn: str) -> None:
+    """In the rollups' statement (records to write) and on its own (every record already there)."""
+    digest = parse_batch(csv_of([(TS, "u", "click")]).encode(), now_ms(), 10).digest
+    part = Part([1], [TS], [HOUR], ["u"], [1])
+    pool = await asyncpg.create_pool(shard_dsn, min_size=1, max_size=1)
+    try:
+        committed = await commit_part(pool, WaitBounds(1.0, 5.0), "kg", digest, part, hour_of(now_ms()),
+                                      deadline=time.time() + 30)
+        assert committed == PartCommitted(stored=1, already_present=0)
+        with pytest.raises(TooLate):
+            await commit_part(pool, WaitBounds(1.0, 5.0), "kg", digest, part, hour_of(now_ms()),
+                              deadline=time.time() - 0.001)
+        again = await commit_part(pool, WaitBounds(1.0, 5.0), "kg", digest, part, hour_of(now_ms()),
+                                  deadline=time.time() + 30)
+        assert again == PartCommitted(stored=0, already_present=1)
+    finally:
+        await pool.close()
+    assert len(await stored_events(shard_dsn)) == 1
+
+
 async def test_a_writer_that_cannot_read_its_shard_file_refuses_batches_until_it_can(
         writer_client: WriterClient, shard_dsn: str, tmp_path: Path) -> None:
     shards_file = tmp_path / "shards.json"
