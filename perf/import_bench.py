@@ -61,7 +61,6 @@ class ImportPlan:
     # Passed on to the importer (its defaults unless given), to compare settings in the same run's terms.
     concurrency: int
     batch_events: int
-    stride: int
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,7 @@ async def measure(plan: ImportPlan, work: Path) -> ImportFigures:
             reaped = children_cpu_s()
             started = time.perf_counter()
             run = await start_import(["--from-dsn", dsn, "--url", stack.url, "--rejects", str(work / "rejects.csv"),
-                                      "--concurrency", str(plan.concurrency), "--batch-events", str(plan.batch_events),
-                                      "--stride", str(plan.stride)],
+                                      "--concurrency", str(plan.concurrency), "--batch-events", str(plan.batch_events)],
                                      env, work / "logs")
             summary = await run.finish(deadline_s=max(120.0, plan.rows / 5_000))
             import_s = time.perf_counter() - started
@@ -150,7 +148,7 @@ def report(plan: ImportPlan, figures: ImportFigures) -> list[str]:
     verdict = "met" if rate >= TARGET_ROWS_PER_S else f"missed by {1 - rate / TARGET_ROWS_PER_S:.0%}"
     return [
         f"import of {plan.rows:,} rows over {plan.days:g} days into {plan.shards} shards "
-        f"(batches of {plan.batch_events}, {plan.concurrency} in flight, stride {plan.stride}): {figures.summary}",
+        f"(batches of {plan.batch_events}, {plan.concurrency} in flight): {figures.summary}",
         f"  import end to end        {rate:>12,.0f} rows/s  ({figures.import_s:.1f} s)  "
         f"exact: {'yes' if figures.exact else 'NO'}",
         "  CPU (cores) " + ", ".join(f"{name} {used:.2f}" for name, used in figures.cores.items()),
@@ -170,12 +168,11 @@ def parse_args(argv: list[str] | None) -> ImportPlan:
     defaults = ImportSettings(url="")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="the importer's")
     parser.add_argument("--batch-events", type=int, default=defaults.batch_events, help="the importer's")
-    parser.add_argument("--stride", type=int, default=defaults.stride, help="the importer's")
     args = parser.parse_args(argv)
     if not 0 < args.days <= 30 or args.rows < 1:
         parser.error("--rows at least 1, --days in (0, 30] (one series of hours reads them back)")
     return ImportPlan(args.rows, args.days, args.users or max(1, args.rows // 20), args.shards, args.concurrency,
-                      args.batch_events, args.stride)
+                      args.batch_events)
 
 
 def main(argv: list[str] | None = None) -> None:

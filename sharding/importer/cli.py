@@ -44,9 +44,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help=f"bytes per request (default: {defaults.batch_bytes}; keep it across reruns)")
     cmd.add_argument("--concurrency", type=int, default=defaults.concurrency,
                      help=f"requests in flight (default: {defaults.concurrency})")
-    cmd.add_argument("--stride", type=int, default=defaults.stride,
-                     help=f"batches in flight at once are this many batches apart in the source, so that they "
-                          f"touch other hours (default: {defaults.stride}; any value: the same keys and bodies)")
     cmd.add_argument("--give-up-after", type=float, default=defaults.give_up_s, metavar="SECONDS",
                      help=f"stop when a batch has no final answer this long (default: {defaults.give_up_s:.0f})")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -60,7 +57,7 @@ def default_url() -> str:
 
 def settings_of(args: argparse.Namespace) -> ImportSettings:
     settings = ImportSettings(url=args.url or default_url(), rejects=args.rejects, batch_events=args.batch_events,
-                              batch_bytes=args.batch_bytes, concurrency=args.concurrency, stride=args.stride,
+                              batch_bytes=args.batch_bytes, concurrency=args.concurrency,
                               give_up_s=args.give_up_after)
     settings.validate()
     return settings

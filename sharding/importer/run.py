@@ -60,20 +60,6 @@ class Outcome:
     in_doubt: list[Batch]
 
 
-def send_order(count: int, lanes: int, stride: int) -> list[int]:
-    """The order of a window of ``lanes * stride`` batches (``count`` of them, fewer at the end): 0, stride,
-    2 * stride, ..., then 1, stride + 1, ...
-
-    With ``lanes`` batches in flight, those sent together come from places in
-    the source ``stride`` batches apart: in a table ordered by time, other
-    hours, so that their parts do not wait on one shard for the same hours'
-    row locks (each part holds its hours' counters locked until it commits).
-    The keys and bodies are the batches' own: the order changes nothing a
-    rerun sends.
-    """
-    return [lane * stride + step for step in range(stride) for lane in range(lanes) if lane * stride + step < count]
-
-
 class Importer:
     def __init__(self, source: Source, settings: ImportSettings, tally: Tally, progress: Progress) -> None:
         self.source = source
@@ -88,21 +74,14 @@ class Importer:
     async def read(self) -> None:
         """Cuts the source into batches for the senders; always ends by telling them there is no more."""
         maker = BatchMaker(self.source.identity, self.settings.batch_events, self.settings.batch_bytes, now_ms())
-        window: list[Batch] = []
-        size = self.settings.concurrency * self.settings.stride
         try:
             async with contextlib.aclosing(self.source.chunks()) as chunks:
                 async for chunk in chunks:
                     self.rows_read += len(chunk)
                     for item in maker.feed(chunk):
-                        if isinstance(item, Reject):
-                            self.reject(item)
-                            continue
-                        window.append(item)
-                        if len(window) == size:
-                            await self.emit(window)
-                            window = []
-            await self.emit([*window, *maker.finish()])
+                        await self.emit(item)
+            for batch in maker.finish():
+                await self.emit(batch)
             await self.queue.put(None)
         except SourceError as exc:
             self.stop.request(f"error: {exc}", abandon=False)
@@ -111,15 +90,13 @@ class Importer:
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(None)
 
-    def reject(self, item: Reject) -> None:
-        self.tally.reject(item)
-        self.progress.advance(1)
-
-    async def emit(self, window: list[Batch]) -> None:
-        """The window's batches to the senders, ``stride`` apart (see ``send_order``)."""
-        for i in send_order(len(window), self.settings.concurrency, self.settings.stride):
-            await self.queue.put(window[i])
-            await asyncio.sleep(0)  # let answers in while a file is read
+    async def emit(self, item: Batch | Reject) -> None:
+        if isinstance(item, Reject):
+            self.tally.reject(item)
+            self.progress.advance(1)
+            return
+        await self.queue.put(item)
+        await asyncio.sleep(0)  # let answers in while a file is read
 
     async def send(self, client: BatchClient) -> None:
         while self.stop.reason is None:

@@ -15,8 +15,6 @@ MAX_BATCH_BYTES = 1024 * 1024
 # by quoting, and the event: a batch must hold at least one of the largest.
 MIN_BATCH_BYTES = 4096
 MAX_CONCURRENCY = 64
-# The reader holds up to concurrency * stride batches ahead of the senders.
-MAX_STRIDE = 64
 
 
 @dataclass(frozen=True)
@@ -28,8 +26,6 @@ class ImportSettings:
     batch_bytes: int = 512 * 1024
     # Batches in flight at once: enough to keep every shard busy, few enough not to starve single POSTs.
     concurrency: int = 4
-    # Batches sent at once are this many batches apart in the source (1: in source order); run.py, send_order.
-    stride: int = 1
     # One try: the entry point answers every request within 3 s; past this the try is in doubt.
     request_timeout_s: float = 10.0
     # Waits between tries of one batch: doubling from the first to the cap, never shorter than Retry-After
@@ -50,8 +46,6 @@ class ImportSettings:
             raise SettingsError(f"--batch-bytes must be {MIN_BATCH_BYTES}..{MAX_BATCH_BYTES}")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise SettingsError(f"--concurrency must be 1..{MAX_CONCURRENCY}")
-        if not 1 <= self.stride <= MAX_STRIDE:
-            raise SettingsError(f"--stride must be 1..{MAX_STRIDE}")
         if min(self.request_timeout_s, self.backoff_first_s, self.give_up_s, self.stop_grace_s) <= 0:
             raise SettingsError("timeouts and backoff must be positive")
         if self.backoff_max_s < self.backoff_first_s:

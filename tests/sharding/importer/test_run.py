@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import itertools
 import os
 import signal
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from sharding.importer.cli import EXIT_GAVE_UP, EXIT_REFUSED, report
-from sharding.importer.run import INTERRUPTED, run_import, send_order
+from sharding.importer.run import INTERRUPTED, run_import
 from sharding.importer.settings import ImportSettings
 from sharding.importer.source import CHUNK_ROWS, CsvSource
 from sharding.importer.tally import Progress, RejectsFile, Tally
@@ -65,13 +64,12 @@ def write_source(path: Path, rows: int, bad_every: int = 0) -> CsvSource:
     return CsvSource.open(path)
 
 
-@pytest.mark.parametrize(("concurrency", "stride"), [(1, 1), (3, 1), (3, 4)])
+@pytest.mark.parametrize("concurrency", [1, 3])
 async def test_every_row_is_imported_or_rejected_once(endpoint: tuple[str, list[str], asyncio.Event],
-                                                      tmp_path: Path, concurrency: int, stride: int) -> None:
+                                                      tmp_path: Path, concurrency: int) -> None:
     url, keys, _ = endpoint
     source = write_source(tmp_path / "in.csv", 503, bad_every=50)
-    settings = ImportSettings(url=url, rejects=tmp_path / "rejects.csv", batch_events=10, concurrency=concurrency,
-                              stride=stride)
+    settings = ImportSettings(url=url, rejects=tmp_path / "rejects.csv", batch_events=10, concurrency=concurrency)
     tally = Tally(RejectsFile(settings.rejects))
     outcome = await asyncio.wait_for(run_import(source, settings, tally, Progress(None, False)), 30)
     tally.rejects.close()
@@ -79,15 +77,6 @@ async def test_every_row_is_imported_or_rejected_once(endpoint: tuple[str, list[
     assert (tally.imported, tally.already_present, tally.refused) == (503 - 11, 0, 11)
     assert sorted(keys) == sorted({f"import-{source.identity}-{n}" for n in range(51)})
     assert len(settings.rejects.read_text().splitlines()) == 12
-
-
-@pytest.mark.parametrize(("count", "lanes", "stride"), [(8, 4, 2), (5, 4, 2), (3, 4, 1), (12, 3, 4), (1, 2, 3)])
-def test_a_window_is_sent_once_each_with_the_batches_sent_together_stride_apart(count: int, lanes: int,
-                                                                                stride: int) -> None:
-    order = send_order(count, lanes, stride)
-    assert sorted(order) == list(range(count))
-    full = [order[i:i + lanes] for i in range(0, count, lanes)] if count == lanes * stride else []
-    assert all(b - a == stride for group in full for a, b in itertools.pairwise(group))
 
 
 async def test_a_ctrl_c_finishes_what_is_in_flight_and_sends_nothing_more(
