@@ -11,6 +11,9 @@ What it measures, in one run:
   rows/s end to end (process start to exit);
 - exact: every hour of the range, read through nginx's series, equals SQL
   on the source (unique users, clicks, impressions), or the run fails;
+- where the machine's CPU goes during the import: cores used by the
+  importer, nginx, the writers, the aggregators, the shards' PostgreSQL,
+  the kernel's softirq and everything else (the source's PostgreSQL);
 - baselines: the importer's own side alone (the table streamed and cut into
   batches, no HTTP), and the physical limit, COPY of the same rows into one
   PostgreSQL table (one transaction per 1,000 rows), each as a ratio.
@@ -35,6 +38,7 @@ import asyncpg
 
 from common.hours import hour_of, now_ms
 from perf.postgres import bench_postgres
+from perf.procs import ComponentCpu
 from perf.stacks import local_cluster
 from sharding.importer.batches import BatchMaker
 from sharding.importer.settings import ImportSettings
@@ -66,6 +70,7 @@ class ImportFigures:
     copy_s: float
     exact: bool
     summary: str
+    cores: dict[str, float]
 
 
 async def read_and_cut(dsn: str, batch_events: int) -> float:
@@ -109,12 +114,18 @@ async def measure(plan: ImportPlan, work: Path) -> ImportFigures:
         copy_s = await copy_into_one_table(dsn)
         with local_cluster(work, plan.shards, aggregators=2, service_env={}) as (_, stack):
             env = {**os.environ, "PGPASSFILE": str(root / "pgpass")}
+            cpu = ComponentCpu(stack.components)
+            cpu.start()
+            reaped = children_cpu_s()
             started = time.perf_counter()
             run = await start_import(["--from-dsn", dsn, "--url", stack.url, "--rejects", str(work / "rejects.csv"),
                                       "--concurrency", str(plan.concurrency), "--batch-events", str(plan.batch_events)],
                                      env, work / "logs")
             summary = await run.finish(deadline_s=max(120.0, plan.rows / 5_000))
             import_s = time.perf_counter() - started
+            # The importer is this process's only child to end meanwhile: its CPU is the reaped children's.
+            cores = {"importer": (children_cpu_s() - reaped) / import_s, **cpu.stop()}
+            cores["other"] = max(0.0, cores["other"] - cores["importer"])
             try:
                 await wait_hours_equal(stack.url, expected, AUDIT_DEADLINE_S)
                 exact = True
@@ -123,7 +134,12 @@ async def measure(plan: ImportPlan, work: Path) -> ImportFigures:
                 exact = False
     counts = f"imported {summary.imported:,}, already present {summary.already_present:,}, " \
              f"refused {summary.refused:,}, exit {summary.status}"
-    return ImportFigures(import_s, read_s, copy_s, exact and summary.status == 0, counts)
+    return ImportFigures(import_s, read_s, copy_s, exact and summary.status == 0, counts, cores)
+
+
+def children_cpu_s() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def report(plan: ImportPlan, figures: ImportFigures) -> list[str]:
@@ -135,6 +151,7 @@ def report(plan: ImportPlan, figures: ImportFigures) -> list[str]:
         f"(batches of {plan.batch_events}, {plan.concurrency} in flight): {figures.summary}",
         f"  import end to end        {rate:>12,.0f} rows/s  ({figures.import_s:.1f} s)  "
         f"exact: {'yes' if figures.exact else 'NO'}",
+        "  CPU (cores) " + ", ".join(f"{name} {used:.2f}" for name, used in figures.cores.items()),
         f"  importer alone, no HTTP  {read_rate:>12,.0f} rows/s  (import = {rate / read_rate:.2f}x of it)",
         f"  COPY into one table      {copy_rate:>12,.0f} rows/s  (import = {rate / copy_rate:.2f}x of it)",
         f"  target {TARGET_ROWS_PER_S:,} rows/s end to end: {verdict}",

@@ -21,8 +21,10 @@ MAX_CONCURRENCY = 64
 class ImportSettings:
     url: str
     rejects: Path = Path("import-rejects.csv")
-    # 1,000 events a request: the batch size the endpoint is measured at.
-    batch_events: int = 1_000
+    # The endpoint's limit: per event, a request's and a part's fixed costs (nginx, the writers, a
+    # transaction and its commit per shard) are a tenth of 1,000's (docs/performance.md, Import levers).
+    # An import begun with another size is rerun with that size (--batch-events), or its block 0 is a 422.
+    batch_events: int = 10_000
     batch_bytes: int = 512 * 1024
     # Batches in flight at once: enough to keep every shard busy, few enough not to starve single POSTs.
     concurrency: int = 4

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +40,39 @@ class SourceRow:
     event: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Rows read at once, in source order, column by column: the batches are cut from the columns, and a
+    ``SourceRow`` is made only for a row that is reported (a reject, a refused batch's row)."""
+
+    places: Sequence[int]
+    ts: Sequence[str | int | None]
+    users: Sequence[str | None]
+    events: Sequence[str | None]
+    # A row's label is "{prefix} {place + offset}", unless the chunk was made of rows with labels of their own.
+    prefix: str = "id"
+    offset: int = 0
+    labels: Sequence[str] | None = None
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[SourceRow]) -> Chunk:
+        rows = list(rows)
+        return cls([r.block_id for r in rows], [r.ts for r in rows], [r.user for r in rows],
+                   [r.event for r in rows], labels=[r.label for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        return (self.row(i) for i in range(len(self.places)))
+
+    def label(self, i: int) -> str:
+        return self.labels[i] if self.labels is not None else f"{self.prefix} {self.places[i] + self.offset}"
+
+    def row(self, i: int) -> SourceRow:
+        return SourceRow(self.places[i], self.label(i), self.ts[i], self.users[i], self.events[i])
+
+
 class Source(Protocol):
     """A readable source: its rows, their count (for the progress bar), and the identity its keys derive from."""
 
@@ -49,7 +82,7 @@ class Source(Protocol):
     @property
     def identity(self) -> str: ...
 
-    def chunks(self) -> AsyncGenerator[list[SourceRow], None]:
+    def chunks(self) -> AsyncGenerator[Chunk, None]:
         """The rows in source order, CHUNK_ROWS at a time."""
         ...
 
@@ -85,12 +118,16 @@ def file_records(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise SourceError(f"{path}: not CSV at line {reader.line_num}: {exc}") from None
 
 
-def file_row(index: int, fields: list[str]) -> SourceRow:
-    """Records are numbered from 1, the header not counted, as the batch endpoint numbers them."""
-    label = f"record {index + 1}"
-    if len(fields) != len(HEADER):
-        return SourceRow(index, label, None, None, None)
-    return SourceRow(index, label, fields[0], fields[1], fields[2])
+# A record that is not three fields: read as a row with every field missing (refused, with the reason).
+NOT_THREE_FIELDS = (None, None, None)
+
+
+def file_chunk(first: int, records: list[list[str]]) -> Chunk:
+    """Records ``first``, ``first + 1``, ... (from 0); labelled from 1, the header not counted, as the batch
+    endpoint numbers them."""
+    columns = zip(*(fields if len(fields) == len(HEADER) else NOT_THREE_FIELDS for fields in records), strict=True)
+    ts, users, events = (list(column) for column in columns)
+    return Chunk(range(first, first + len(records)), ts, users, events, prefix="record", offset=1)
 
 
 @dataclass(frozen=True)
@@ -106,15 +143,18 @@ class CsvSource:
         resolved = path.resolve()
         return cls(description=str(path), identity=digest(f"file:{resolved}"), path=resolved)
 
-    async def chunks(self) -> AsyncGenerator[list[SourceRow], None]:
-        chunk: list[SourceRow] = []
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
+        records: list[list[str]] = []
+        first = 0
         for index, fields in file_records(self.path):
-            chunk.append(file_row(index, fields))
-            if len(chunk) == CHUNK_ROWS:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+            if not records:
+                first = index
+            records.append(fields)
+            if len(records) == CHUNK_ROWS:
+                yield file_chunk(first, records)
+                records = []
+        if records:
+            yield file_chunk(first, records)
 
     async def count(self) -> int:
         return sum(1 for _ in file_records(self.path))
@@ -172,14 +212,15 @@ class TableSource:
         quote_table(table)
         return cls(description=f"table {table}", identity=await database_identity(dsn, table), dsn=dsn, table=table)
 
-    async def chunks(self) -> AsyncGenerator[list[SourceRow], None]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Streamed with a server-side cursor in one read-only transaction: never the whole table in memory."""
         conn = await connect(self.dsn)
         try:
             async with conn.transaction(readonly=True):
                 cursor = await conn.cursor(table_query(self.table))
                 while records := await cursor.fetch(CHUNK_ROWS):
-                    yield [SourceRow(r[0], f"id {r[0]}", r[3], r[1], r[2]) for r in records]
+                    ids, users, events, ts = zip(*records, strict=True)  # by column, in C
+                    yield Chunk(ids, ts, users, events)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             # The source went away mid-read too: the import stops and says so; a rerun is exact.
             raise SourceError(f"reading {self.table}: {exc}") from None

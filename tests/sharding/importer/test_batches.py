@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from common.events import BadInput, build_reaction
 from common.hours import now_ms
-from sharding.importer.batches import Batch, BatchMaker, Reject
+from sharding.importer.batches import Batch, BatchMaker, Reject, check
 from sharding.importer.source import SourceRow
 
 TS = 1_764_000_000_000
@@ -80,3 +83,48 @@ def test_other_sizes_reuse_the_first_key_with_another_body() -> None:
     small, large = cut(rows(30), events=10), cut(rows(30), events=20)
     assert isinstance(small[0], Batch) and isinstance(large[0], Batch)
     assert small[0].key == large[0].key and small[0].body != large[0].body
+
+
+NOW = now_ms()
+# Valid values often, so that values at the edges meet otherwise valid rows.
+TIMESTAMPS = st.one_of(
+    st.sampled_from([TS, str(TS), NOW + 300_000, NOW + 300_001, str(NOW + 300_001), 946_684_800_000,
+                     946_684_799_999, "946684799999"]),
+    st.none(), st.integers(min_value=-2, max_value=10**20),
+    st.sampled_from([TS, NOW, NOW + 300_000, NOW + 300_001, 946_684_800_000, 946_684_799_999, True]),
+    st.sampled_from([str(TS), "0" + str(TS), f"{TS}x", "-5", "", "١٢٣", str(NOW + 300_001), "0" * 19 + "1",
+                     str(TS).rjust(19, "0"), " " + str(TS), "+" + str(TS)]),
+    st.text(alphabet="0123456789-+ x١", max_size=21))
+USERS = st.one_of(st.sampled_from(["bob", "a,b", 'q"', "u" * 128, "u" * 129, "\x7f", "\x85", "é", "a\tb", "~"]),
+                  st.none(), st.text(max_size=130))
+EVENTS = st.one_of(st.sampled_from(["click", "impression"]), st.none(),
+                   st.sampled_from(["Click", "", "like", "click "]), st.text(max_size=11))
+
+
+EDGE_TIMESTAMPS = [TS, str(TS), NOW + 300_000, NOW + 300_001, str(NOW + 300_001), 946_684_800_000, 946_684_799_999,
+                   "946684799999", "0" + str(TS), str(TS).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),
+                   "1" * 20, -1, True, None, ""]
+EDGE_USERS = ["bob", "a,b", 'q"', "u" * 128, "u" * 129, "\x7f", "\x85", "é", "a b", "", None, "\ud800"]
+EDGE_EVENTS = ["click", "impression", "Click", None]
+
+
+def assert_as_checked(source: list[SourceRow]) -> None:
+    """Every row its own batch: the body is the checked record, and a reject the checked reject."""
+    maker = BatchMaker("src", 1, 4096, NOW)
+    out = [*maker.feed(source), *maker.finish()]
+    expected = [check(row, NOW) for row in source]
+    assert [item.body if isinstance(item, Batch) else item for item in out] == expected
+    assert [item.first for item in out if isinstance(item, Batch)] == \
+        [row.label for row, checked in zip(source, expected, strict=True) if isinstance(checked, bytes)]
+
+
+def test_the_fast_path_agrees_with_the_single_post_check_on_every_edge() -> None:
+    fields = [(ts, user, event) for ts in EDGE_TIMESTAMPS for user in EDGE_USERS for event in EDGE_EVENTS]
+    assert_as_checked([SourceRow(i, f"id {i}", *row) for i, row in enumerate(fields)])
+
+
+@given(st.lists(st.tuples(TIMESTAMPS, USERS, EVENTS), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_accepts_and_writes_exactly_what_the_single_post_check_does(
+        fields: list[tuple[str | int | None, str | None, str | None]]) -> None:
+    assert_as_checked([SourceRow(i, f"id {i}", ts, user, event) for i, (ts, user, event) in enumerate(fields)])
