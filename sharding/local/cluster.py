@@ -84,7 +84,7 @@ class LocalCluster(DataDir):
                 socket_path(str(self.sockets_dir), f"{self.host}:65535")
             except ValueError as exc:
                 raise ClusterError(f"WRITER_SOCKETS=1 needs a shorter DATA_DIR: {exc}") from None
-            self.sockets_dir.mkdir(exist_ok=True)
+            self.sockets_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.sockets_dir, 0o755)  # nginx's workers may run as another user
         else:
             shutil.rmtree(self.sockets_dir, ignore_errors=True)
