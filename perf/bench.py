@@ -39,6 +39,7 @@ from perf.results import (
     GET_CURRENT,
     IDLE_STACKS,
     POST_CEILING,
+    POST_CEILING_UNIX,
     POST_DURABLE,
     POST_NAIVE,
     TARGET,
@@ -147,11 +148,14 @@ def run_rounds(measurements: list[Measurement], plan: Plan, t0: float) -> list[S
     return [Scenario(m.key, m.title, m.method, m.role, "wrk", plan.connections, rounds[m.key]) for m in measurements]
 
 
-def measurements_for(reactions: Stack, ceiling: Stack, naive: Stack | None) -> list[Measurement]:
+def measurements_for(reactions: Stack, ceiling: Stack, naive: Stack | None,
+                     ceiling_unix: Stack | None = None) -> list[Measurement]:
     found = [
         Measurement(GET_CEILING, "GET ceiling (trivial aiohttp, nginx cache off)", "GET", BASELINE, ceiling),
         Measurement(GET_CURRENT, "GET current hour", "GET", TARGET, reactions),
         Measurement(POST_CEILING, "POST ceiling (trivial 204)", "POST", BASELINE, ceiling),
+        Measurement(POST_CEILING_UNIX, "POST ceiling over Unix sockets", "POST", BASELINE, ceiling_unix)
+        if ceiling_unix else None,
         Measurement(POST_NAIVE, "POST batching disabled", "POST", BASELINE, naive) if naive else None,
         Measurement(POST_DURABLE, "POST durable (group commit)", "POST", TARGET, reactions),
     ]
@@ -207,7 +211,7 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
         cluster: LocalCluster | None
         if args.url is None:
             cluster, reactions = stack.enter_context(local_cluster(work, args.shards, args.aggregators,
-                                                                      dict(args.service_env)))
+                                                                      dict(args.service_env), args.writer_sockets))
         else:
             cluster, reactions = running_cluster(args.url, args.data_dir)
         topology: Topology | None = load(cluster.shards_file) if cluster else None
@@ -218,9 +222,13 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
             "seconds": plan.seconds, "command": " ".join(["python -m perf.bench", *sys.argv[1:]]),
             "cluster": "started for this run" if args.url is None else f"running at {args.url}",
             "service_env": " ".join(f"{k}={v}" for k, v in args.service_env),
+            "writer_sockets": "nginx to writers over Unix sockets" if args.writer_sockets else "loopback TCP",
         }
         say("starting the baselines (ceiling and batching-disabled writers)")
         ceiling = stack.enter_context(ceiling_stack(work, shards, aggregators))
+        # With sockets, the ceiling over sockets too: the goal stays the ratio to the TCP one.
+        ceiling_unix = stack.enter_context(ceiling_stack(work, shards, aggregators, writer_sockets=True)) \
+            if args.writer_sockets else None
         naive = None
         if topology is not None:
             naive = stack.enter_context(naive_stack(work, topology, reactions.components.get("postgres", []),
@@ -228,7 +236,8 @@ def bench(args: argparse.Namespace, plan: Plan, directory: Path) -> BenchResults
         else:
             results.notes.append(f"no shard file under {args.data_dir}: the batching-disabled baseline, the CPU "
                                  "split and the profiles were skipped (pass --data-dir of the running cluster)")
-        chosen = [m for m in measurements_for(reactions, ceiling, naive) if args.only in (None, m.method)]
+        chosen = [m for m in measurements_for(reactions, ceiling, naive, ceiling_unix)
+                  if args.only in (None, m.method)]
         results.scenarios = run_rounds(chosen, plan, t0)
         if plan.batch.seconds > 0 and cluster is not None and args.only is None:
             say(f"batches: {plan.batch.events} events each, {plan.batch.concurrency} client loops, "
@@ -282,11 +291,16 @@ def parse_args() -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--batch-events", type=int, default=1000, help="events per batch")
     parser.add_argument("--service-env", type=env_pair, action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment of the cluster's writers and aggregators (experiments)")
+    parser.add_argument("--writer-sockets", type=int, choices=(0, 1), default=0,
+                        help="1: the started cluster's nginx reaches its writers over Unix sockets (WRITER_SOCKETS=1), "
+                             "and the POST ceiling is measured over sockets too")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep-work", action="store_true", help="keep logs and PostgreSQL data of the run")
     args = parser.parse_args()
     if args.url is not None and not args.url.startswith("http://127.0.0.1:"):
         parser.error("--url must be http://127.0.0.1:PORT (benchmarks target loopback only)")
+    if args.url is not None and args.writer_sockets:
+        parser.error("--writer-sockets is for the cluster started by the run (a running one has its own choice)")
     return args, Plan(args.seconds, args.rounds, args.connections, args.warmup, args.pause,
                       MixedPlan(args.mixed_users, args.mixed_rate, args.mixed_seconds), args.profile_seconds,
                       BatchPlan(args.batch_seconds, args.batch_concurrency, args.batch_events))

@@ -19,6 +19,7 @@ from perf.results import (
     IDLE_STACKS,
     OTHER,
     POST_CEILING,
+    POST_CEILING_UNIX,
     POST_DURABLE,
     POST_NAIVE,
     SOFTIRQ,
@@ -46,7 +47,8 @@ BUSY_MACHINE_CORES = 0.25
 # CPU columns that are not the system under test.
 NOT_UNDER_TEST = frozenset({OTHER, SOFTIRQ, IDLE_STACKS})
 # Which baselines each figure is quoted against.
-BASELINES_OF = {GET_CURRENT: (GET_CEILING,), POST_NAIVE: (POST_CEILING,), POST_DURABLE: (POST_NAIVE, POST_CEILING)}
+BASELINES_OF = {GET_CURRENT: (GET_CEILING,), POST_CEILING_UNIX: (POST_CEILING,), POST_NAIVE: (POST_CEILING,),
+                POST_DURABLE: (POST_NAIVE, POST_CEILING, POST_CEILING_UNIX)}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ TARGET = "target"
 GET_CEILING = "get_ceiling"  # nginx + trivial aiohttp answering the 3-line body
 GET_CURRENT = "get_current"  # nginx + aggregators, current hour
 POST_CEILING = "post_ceiling"  # nginx + trivial aiohttp answering 204, storing nothing
+POST_CEILING_UNIX = "post_ceiling_unix"  # the same, nginx to the trivial servers over Unix sockets (--writer-sockets 1)
 POST_NAIVE = "post_naive"  # nginx + writers with REACTIONS_BATCHING=0
 POST_DURABLE = "post_durable"  # nginx + writers (group commit)
 

@@ -10,6 +10,7 @@ Every process is started through sharding/local/processes.py and stopped by its 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -61,11 +62,11 @@ def cluster_components(cluster: LocalCluster) -> dict[str, list[int]]:
 
 
 @contextlib.contextmanager
-def local_cluster(work: Path, shards: int, aggregators: int,
-                  service_env: dict[str, str]) -> Iterator[tuple[LocalCluster, Stack]]:
+def local_cluster(work: Path, shards: int, aggregators: int, service_env: dict[str, str],
+                  writer_sockets: bool = False) -> Iterator[tuple[LocalCluster, Stack]]:
     """A fresh cluster of its own (PostgreSQL per shard, writers, aggregators, nginx), stopped at the end."""
     settings = ClusterSettings(port=free_cluster_port(), shards=shards, aggregators=aggregators,
-                               data_dir=work / "cluster", service_env=service_env)
+                               data_dir=work / "cluster", service_env=service_env, writer_sockets=writer_sockets)
     cluster = LocalCluster(settings)
     cluster.acquire_run_lock()  # creates DATA_DIR; `make run` on it would say it is taken
     try:
@@ -91,13 +92,14 @@ def cluster_stack(cluster: LocalCluster, url: str) -> Stack:
                  access_log=cluster.nginx_dir / "access.log")
 
 
-def start_nginx(stack: Stack, topology: Topology, work: Path, get_cache: bool = True) -> None:
+def start_nginx(stack: Stack, topology: Topology, work: Path, get_cache: bool = True, writer_sockets: str = "") -> None:
     """nginx from the same template and layout as the cluster's, on a free port (GET cache on or off)."""
     directory = work / f"nginx-{stack.name}"
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "nginx.conf"
-    layout = replace(nginx.NginxLayout.local(HOST, port, directory), get_cache=get_cache)
+    layout = replace(nginx.NginxLayout.local(HOST, port, directory), get_cache=get_cache,
+                     writer_sockets=writer_sockets)
     config.write_text(nginx.render(topology, layout))
     nginx.check(config, directory)
     argv = nginx.nginx_command(config, directory, "-g", "daemon off;")
@@ -120,14 +122,21 @@ def start_python(stack: Stack, name: str, argv: list[str], env: dict[str, str], 
 
 
 @contextlib.contextmanager
-def ceiling_stack(work: Path, writers: int, aggregators: int) -> Iterator[Stack]:
+def ceiling_stack(work: Path, writers: int, aggregators: int, writer_sockets: bool = False) -> Iterator[Stack]:
     """Trivial aiohttp processes as writers (POST -> 204) and aggregators (GET -> the 3-line body).
 
     Its nginx has the GET cache off: the baseline is what nginx and Python cost per request.
+    ``writer_sockets``: nginx reaches the "writers" over Unix sockets (sharding/sockets.py).
     """
-    stack = Stack("ceiling", "")
+    stack = Stack("ceiling-unix" if writer_sockets else "ceiling", "")
+    sockets = ""
+    if writer_sockets:
+        sockets = str(work / "ceiling-sockets")
+        os.makedirs(sockets, mode=0o755, exist_ok=True)
+    env = {"REACTIONS_WRITER_SOCKETS": sockets} if sockets else {}
     try:
-        servers = [start_python(stack, f"trivial-{i + 1}", ["-m", "perf.trivial"], {}, work)
+        servers = [start_python(stack, f"{stack.name}-trivial-{i + 1}" if sockets else f"trivial-{i + 1}",
+                                ["-m", "perf.trivial"], env, work)
                    for i in range(max(writers, aggregators))]
         for record in servers:
             wait_ready(record)
@@ -135,7 +144,7 @@ def ceiling_stack(work: Path, writers: int, aggregators: int) -> Iterator[Stack]
         shards = tuple(Shard(name=f"t{i}", writers=(r.address,), dsn=UNUSED_DSN) for i, r in
                        enumerate(servers[:writers]))
         start_nginx(stack, Topology(shards=shards, aggregators=tuple(r.address for r in servers[:aggregators])), work,
-                    get_cache=False)
+                    get_cache=False, writer_sockets=sockets)
         yield stack
     finally:
         stop_all(stack)

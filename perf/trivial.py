@@ -6,6 +6,9 @@ the ceiling of the HTTP path (nginx + one aiohttp process per upstream
 server) on this machine::
 
     REACTIONS_PORT=8301 python -m perf.trivial
+
+With ``REACTIONS_WRITER_SOCKETS=DIR`` it also listens on the Unix socket a
+writer would have there (sharding/sockets.py): the ceiling over sockets.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import os
 
 import uvloop
 from aiohttp import web
+
+from sharding.sockets import socket_path
 
 BODY = b"unique_users,0\nclicks,0\nimpressions,0\n"
 CONTENT_TYPE = "text/plain; charset=utf-8"
@@ -44,8 +49,11 @@ def create_app() -> web.Application:
 def main() -> None:
     # Served exactly as the services are: uvloop, no access log, the port from the environment.
     port = int(os.environ.get("REACTIONS_PORT", "8301"))
+    sockets = os.environ.get("REACTIONS_WRITER_SOCKETS")
+    if sockets:
+        os.umask(0o111)  # its socket is 0666 like a writer's (writer/gate.py); it makes no other file
     web.run_app(create_app(), host="127.0.0.1", port=port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+                path=socket_path(sockets, f"127.0.0.1:{port}") if sockets else None, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

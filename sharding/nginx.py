@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sharding.config import ConfigError, Topology
+from sharding.sockets import writer_server
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "reactions.conf.template"
 # The dashboard's static files in this repository (served at / by nginx).
@@ -61,6 +62,9 @@ class NginxLayout:
     cache_listen: str = ""
     # False: GETs go straight to the aggregators, no cache (make bench's baseline).
     get_cache: bool = True
+    # A directory: the upstreams name the writers' Unix sockets there, not their
+    # addresses (sharding/sockets.py; the local cluster's WRITER_SOCKETS=1).
+    writer_sockets: str = ""
 
     @classmethod
     def local(cls, host: str, port: int, runtime_dir: Path, static_root: Path = DASHBOARD_DIR,
@@ -93,7 +97,7 @@ class NginxLayout:
 
 # NginxLayout's fields that are no placeholder as they are: the template sees
 # what they decide (NginxLayout.template_values).
-DECIDING_FIELDS = frozenset({"topology_listen", "topology_file", "cache_listen", "get_cache"})
+DECIDING_FIELDS = frozenset({"topology_listen", "topology_file", "cache_listen", "get_cache", "writer_sockets"})
 
 
 def upstream_servers(addresses: list[str] | tuple[str, ...]) -> str:
@@ -145,7 +149,7 @@ def render(topology: Topology, layout: NginxLayout, shards_file: str = "shard fi
         raise ConfigError("no aggregators: nginx would have nowhere to send reads")
     values = {
         "shards_file": shards_file,
-        "writer_servers": upstream_servers(writers),
+        "writer_servers": upstream_servers([writer_server(w, layout.writer_sockets) for w in writers]),
         "aggregator_servers": upstream_servers(topology.aggregators),
         "js_module": JS_MODULE,
         **layout.template_values(),

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from sharding.config import Shard, Topology
 from sharding.nginx import writer_addresses
 from sharding.ring import Ring
+from sharding.sockets import writer_server
 
 # Users whose walk (sharding/ring.py ``Ring.walk``) a Placement keeps: a
 # batch's users recur across batches, and quoting, hashing and the ring search
@@ -39,9 +40,12 @@ class Placement:
     walks: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, topology: Topology) -> Placement:
+    def of(cls, topology: Topology, sockets_dir: str = "") -> Placement:
+        """``sockets_dir``: nginx names the writers' Unix sockets there (sharding/sockets.py); owners stay addresses."""
         writers = writer_addresses(topology)  # the servers of nginx's upstream, in its order
-        return cls(Ring.build(writers), {w: s for s in topology.active_shards for w in s.writers})
+        servers = {writer_server(w, sockets_dir): w for w in writers}
+        return cls(Ring.build(servers, owner_of=servers.__getitem__),
+                   {w: s for s in topology.active_shards for w in s.writers})
 
     def writer(self, user: str, down: Collection[str] = ()) -> str:
         """The writer nginx sends ``user`` to, walking on past the writers in ``down`` as nginx does."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 # nginx's constant: points per unit of weight.
@@ -66,8 +66,13 @@ class Ring:
     owners: tuple[str, ...]
 
     @classmethod
-    def build(cls, servers: Iterable[str], weights: dict[str, int] | None = None) -> Ring:
-        """The ring nginx builds for an upstream with these ``server`` strings, in order."""
+    def build(cls, servers: Iterable[str], weights: dict[str, int] | None = None,
+              owner_of: Callable[[str], str] | None = None) -> Ring:
+        """The ring nginx builds for an upstream with these ``server`` strings, in order.
+
+        Each point's owner is its server string, or ``owner_of(server)`` (a
+        writer's address when nginx names its Unix socket: sharding/sockets.py).
+        """
         points: list[tuple[int, int, str]] = []
         for order, server in enumerate(servers):
             weight = (weights or {}).get(server, 1)
@@ -82,7 +87,7 @@ class Ring:
         for h, _, server in points:
             if not hashes or hashes[-1] != h:
                 hashes.append(h)
-                owners.append(server)
+                owners.append(server if owner_of is None else owner_of(server))
         return cls(tuple(hashes), tuple(owners))
 
     @property

@@ -8,6 +8,10 @@ connections busy with a request close once it is answered. nginx's refused
 connect then moves the shard's users to other writers, and ``max_fails`` /
 ``fail_timeout`` keep it away for a while. The listener reopens when the
 database commits again.
+
+A writer with a Unix socket beside its port (REACTIONS_WRITER_SOCKETS,
+sharding/sockets.py) opens and closes both together; a closed socket's file
+is removed too, so nginx's connect fails at once (no such file) and moves on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from aiohttp import web
 
@@ -25,21 +30,26 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
 
 
-class ListenGate:
-    """Opens and closes one TCP site of a runner to match the wanted state (reconciled in a task)."""
+# Anyone on the host may connect to the socket (nginx's workers may run as another user).
+SOCKET_MODE = 0o666
 
-    def __init__(self, host: str, port: int) -> None:
+
+class ListenGate:
+    """Opens and closes a runner's TCP site (and Unix site) to match the wanted state (reconciled in a task)."""
+
+    def __init__(self, host: str, port: int, unix_path: str | None = None) -> None:
         self._host = host
         self._port = port
+        self._unix_path = unix_path
         self._runner: web.BaseRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._sites: list[web.BaseSite] = []
         self._want_open = True
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def is_open(self) -> bool:
-        return self._site is not None
+        return bool(self._sites)
 
     async def start(self, runner: web.BaseRunner) -> None:
         """Open the listener on ``runner`` and follow ``want_open`` from now on."""
@@ -52,10 +62,12 @@ class ListenGate:
         self._changed.set()
 
     async def stop(self) -> None:
+        """Stop following; the runner's cleanup closes the sites (the socket's file goes now: nothing new comes)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._unlink()
 
     async def _follow(self) -> None:
         while True:
@@ -71,16 +83,42 @@ class ListenGate:
     async def _reconcile(self) -> None:
         if self._runner is None:
             return
-        if self._want_open and self._site is None:
-            site = web.TCPSite(self._runner, self._host, self._port)
-            await site.start()
-            self._site = site
-            log.info("listening on %s:%d", self._host, self._port)
-        elif not self._want_open and self._site is not None:
-            site, self._site = self._site, None
-            await site.stop()
-            log.warning("closed %s:%d until the database commits again", self._host, self._port)
+        if self._want_open and not self._sites:
+            self._sites = await self._open(self._runner)
+            log.info("listening on %s:%d%s", self._host, self._port,
+                     f" and {self._unix_path}" if self._unix_path else "")
+        elif not self._want_open and self._sites:
+            sites, self._sites = self._sites, []
+            for site in sites:
+                await site.stop()
+            self._unlink()
+            log.warning("closed %s:%d%s until the database commits again", self._host, self._port,
+                        f" and {self._unix_path}" if self._unix_path else "")
             await self._close_connections()
+
+    async def _open(self, runner: web.BaseRunner) -> list[web.BaseSite]:
+        """Both sites or neither (OSError)."""
+        sites: list[web.BaseSite] = [web.TCPSite(runner, self._host, self._port)]
+        if self._unix_path is not None:
+            sites.append(web.UnixSite(runner, self._unix_path))
+        opened: list[web.BaseSite] = []
+        try:
+            for site in sites:
+                await site.start()
+                opened.append(site)
+            if self._unix_path is not None:
+                os.chmod(self._unix_path, SOCKET_MODE)
+        except OSError:
+            for site in opened:
+                await site.stop()
+            self._unlink()
+            raise
+        return opened
+
+    def _unlink(self) -> None:
+        if self._unix_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._unix_path)
 
     async def _close_connections(self) -> None:
         """Close every open connection: idle ones now, busy ones once their request is answered.

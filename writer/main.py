@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = WriterMetrics.create()
     app[CLOCKS] = clocks = Clocks(settings.clock_skew_margin_s)
     app[METRICS].watch_clocks(clocks.seconds, PEERS, settings.clock_skew_margin_s, settings.write_budget_s)
-    app[GATE] = ListenGate(settings.host, settings.port)
+    app[GATE] = ListenGate(settings.host, settings.port, settings.unix_path)
     app[STARTING] = Waiting(f"its database {redact(settings.dsn)} (with the Reactions schema)")
     app.cleanup_ctx.extend([pool_ctx, committer_ctx, batches_ctx, health_ctx, retention_ctx])
     return app
@@ -134,7 +134,7 @@ async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     source = TopologySource(settings.shards_file, settings.shards_url, settings.batch_forward_timeout_s) \
         if settings.shards_file or settings.shards_url else None
-    topology = WriterTopology(source, settings.dsn)
+    topology = WriterTopology(source, settings.dsn, settings.writer_sockets or "")
     await topology.open()
     # A pool of their own (lazy): batch parts never starve the flushers or the heartbeat of connections.
     app[BATCH_POOL] = pool = await db.open_pool(settings.dsn, min_size=0, max_size=settings.batch_pool_size,

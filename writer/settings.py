@@ -15,6 +15,7 @@ from common.settings import (
     env_str,
     write_budget_s,
 )
+from sharding.sockets import socket_path
 
 # Below this, a healthy database on a busy machine would miss its bounds.
 MIN_WAIT_MS = 1.0
@@ -107,6 +108,11 @@ class Settings:
     settle_s: float = SETTLE_BOUND_S
     staleness_s: float = STALENESS_BOUND_S
     clock_skew_margin_s: float = CLOCK_SKEW_MARGIN_S
+    # A directory: the write port is also a Unix socket there (DIR/writer-PORT.sock,
+    # gated like the port), and batches are placed on the ring of the sockets'
+    # names, which nginx is then given (sharding/sockets.py). Every writer of
+    # the cluster and its nginx share the directory: the local cluster's WRITER_SOCKETS=1.
+    writer_sockets: str | None = None
 
     @property
     def write_budget_s(self) -> float:
@@ -176,6 +182,7 @@ class Settings:
             settle_s=ms("REACTIONS_SETTLE_MS", cls.settle_s),
             staleness_s=ms("REACTIONS_STALENESS_MS", cls.staleness_s),
             clock_skew_margin_s=ms("REACTIONS_CLOCK_SKEW_MARGIN_MS", cls.clock_skew_margin_s),
+            writer_sockets=env_str("REACTIONS_WRITER_SOCKETS", "") or None,
         )
         if settings.write_budget_s <= 0:
             raise SettingsError("REACTIONS_SETTLE_MS must exceed REACTIONS_STALENESS_MS"
@@ -191,4 +198,16 @@ class Settings:
         if settings.batch_forward_timeout_s <= settings.part_bound_s:
             raise SettingsError("REACTIONS_BATCH_FORWARD_TIMEOUT_MS must exceed REACTIONS_ACQUIRE_TIMEOUT_MS +"
                                 " REACTIONS_COMMIT_TIMEOUT_MS (the other writer's own bound for a part)")
+        if settings.writer_sockets is not None:
+            if not settings.writer_sockets.startswith("/"):
+                raise SettingsError("REACTIONS_WRITER_SOCKETS must be an absolute directory (nginx is given it)")
+            try:
+                socket_path(settings.writer_sockets, f"{settings.host}:{settings.port}")
+            except ValueError as exc:
+                raise SettingsError(f"REACTIONS_WRITER_SOCKETS: {exc}") from None
         return settings
+
+    @property
+    def unix_path(self) -> str | None:
+        """The write port's Unix socket, if the writer has one."""
+        return socket_path(self.writer_sockets, f"{self.host}:{self.port}") if self.writer_sockets else None

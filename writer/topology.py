@@ -30,9 +30,11 @@ DOWN_FOR_S = 5.0
 
 
 class WriterTopology:
-    def __init__(self, source: TopologySource | None, own_dsn: str) -> None:
+    def __init__(self, source: TopologySource | None, own_dsn: str, sockets_dir: str = "") -> None:
         self._source = source
         self._own_dsn = own_dsn
+        # Where nginx names the writers' Unix sockets (sharding/sockets.py): their names make the ring.
+        self._sockets_dir = sockets_dir
         self.placement: Placement | None = None
         self._down_until: dict[str, float] = {}
         # Told in the log when its reason changes (and every few tries), and on /readyz.
@@ -72,7 +74,7 @@ class WriterTopology:
             await self._source.close()
 
     def _apply(self, topology: Topology) -> None:
-        self.placement = Placement.of(topology)
+        self.placement = Placement.of(topology, self._sockets_dir)
         log.info("batches placed over %d writers of %d active shards", len(self.placement.shard_of),
                  len(topology.active_shards))
 

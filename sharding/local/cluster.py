@@ -8,10 +8,12 @@ locks are DATA_DIR's (data_dir.py); each process is recorded as it starts
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import string
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sharding import nginx, prometheus
@@ -29,6 +31,7 @@ from sharding.local.settings import (
 )
 from sharding.local.signals import deferred_signals
 from sharding.local.static import served_dashboard
+from sharding.sockets import socket_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "monitoring" / "rules.yml"
@@ -59,6 +62,32 @@ class LocalCluster(DataDir):
     def topology_listen(self) -> str:
         """Where nginx serves the applied shard file to aggregators on other hosts: HOST, PORT + 1."""
         return f"{self.host}:{self.settings.port + TOPOLOGY_PORT_OFFSET}"
+
+    @property
+    def sockets_dir(self) -> Path:
+        return self.root / "sockets"
+
+    def writer_sockets(self) -> str:
+        """The writers' Unix socket directory if ``run`` chose sockets (WRITER_SOCKETS=1), else "".
+
+        The directory's presence is the choice, so that ``add-shard``, ``apply``
+        and the supervisor's restarts follow the running cluster (a writer on
+        TCP only behind nginx's sockets, or a batch ring of other names than
+        nginx's, would be wrong). An entry host's writers are on other hosts: never.
+        """
+        return str(self.sockets_dir) if self.sockets_dir.is_dir() and not self.serves_topology() else ""
+
+    def choose_writer_sockets(self) -> None:
+        """At ``run``'s start (nothing of this cluster runs): the directory made or removed as WRITER_SOCKETS says."""
+        if self.settings.writer_sockets:
+            try:
+                socket_path(str(self.sockets_dir), f"{self.host}:65535")
+            except ValueError as exc:
+                raise ClusterError(f"WRITER_SOCKETS=1 needs a shorter DATA_DIR: {exc}") from None
+            self.sockets_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.sockets_dir, 0o755)  # nginx's workers may run as another user
+        else:
+            shutil.rmtree(self.sockets_dir, ignore_errors=True)
 
     def postgres(self, shard: Shard) -> LocalPostgres:
         return LocalPostgres(self.root / "pg" / shard.name, port_of_dsn(shard.dsn), listen_address=self.host,
@@ -134,6 +163,8 @@ class LocalCluster(DataDir):
         # The applied shard file: a writer places a batch's events as nginx would (docs/contract.md, Batches).
         env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn,
                "REACTIONS_SHARDS_FILE": str(self.applied_file)}
+        if self.writer_sockets():
+            env["REACTIONS_WRITER_SOCKETS"] = self.writer_sockets()
         return self.launch(name, "writer", self.settings.writer_argv, port=port_of(address),
                            log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT, shard=shard.name)
 
@@ -153,6 +184,7 @@ class LocalCluster(DataDir):
         layout = nginx.NginxLayout.local(self.host, self.settings.port, self.nginx_dir,
                                          served_dashboard(self.nginx_dir), topology_listen=served,
                                          topology_file=str(self.applied_file))
+        layout = replace(layout, writer_sockets=self.writer_sockets())
         text = nginx.render(topology, layout, str(self.applied_file))
         tmp = self.nginx_dir / "nginx.conf.new"
         tmp.write_text(text)
@@ -180,6 +212,7 @@ class LocalCluster(DataDir):
         if not port_is_free(self.settings.port, self.host):
             raise ClusterError(f"port {self.settings.port} is in use: set PORT to a free port")
         topology = self.initial_topology()
+        self.choose_writer_sockets()
         self.save_started(topology)
         self.write_prometheus_conf(topology)
         for shard in topology.shards:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.settings import SettingsError, env_int, env_str
+from common.settings import SettingsError, env_bool, env_int, env_str
 
 # Internal ports are PORT plus an offset plus a slot (1..99): with PORT=8000,
 # shard a's writer is on 8101, aggregator 1 on 8201, shard a's PostgreSQL on
@@ -45,6 +45,10 @@ class ClusterSettings:
     raw_retention_days: int = 30
     # Extra environment for the services (tests shorten refresh intervals).
     service_env: dict[str, str] = field(default_factory=dict)
+    # nginx reaches the writers over Unix sockets in DATA_DIR/sockets, not loopback TCP
+    # (sharding/sockets.py; measured in docs/performance.md, POST levers). Chosen by `run`:
+    # the other commands follow the running cluster's choice.
+    writer_sockets: bool = False
 
     @classmethod
     def from_env(cls) -> ClusterSettings:
@@ -56,6 +60,7 @@ class ClusterSettings:
             host=env_str("HOST", cls.host),
             passfile=Path(env_str("PASSFILE", "")) if env_str("PASSFILE", "") else None,
             raw_retention_days=env_int("REACTIONS_RAW_RETENTION_DAYS", cls.raw_retention_days, minimum=1),
+            writer_sockets=env_bool("WRITER_SOCKETS", cls.writer_sockets),
         )
         settings.validate()
         return settings

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,7 +26,9 @@ from sharding.config import RETIRED, ConfigError, Topology, parse
 from sharding.local import static
 from sharding.local.processes import free_port
 from sharding.local.static import served_dashboard
+from sharding.placement import Placement
 from sharding.ring import Ring
+from sharding.sockets import socket_path
 from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.waiting import wait_until
 
@@ -75,6 +78,21 @@ def test_generation_changes_with_the_routing() -> None:
                                                                           layout))
 
 
+def test_writer_sockets_change_only_the_writers_server_names() -> None:
+    topology = topology_for([9101, 9102, 9103], [9201], retired=1)
+    layout = nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x"))
+    tcp = nginx.render(topology, layout)
+    assert nginx.render(topology, replace(layout, writer_sockets="")) == tcp
+    unix = nginx.render(topology, replace(layout, writer_sockets="/run/r"))
+    for name in ("reactions_writers", "reactions_batch_writers"):
+        upstream = unix.split(f"upstream {name} {{")[1].split("}")[0]
+        assert "server unix:/run/r/writer-9101.sock max_fails=1 fail_timeout=5s;" in upstream
+        assert "unix:/run/r/writer-9103.sock" in upstream and "9102" not in upstream and "127.0.0.1:91" not in upstream
+    assert "server 127.0.0.1:9201 max_fails=1" in unix, "aggregators stay on TCP"
+    changed = {line for line in set(unix.splitlines()) ^ set(tcp.splitlines()) if "Generation" not in line}
+    assert changed == {line for line in changed if "writer-91" in line or "127.0.0.1:910" in line}
+
+
 def test_render_refuses_a_topology_nginx_could_not_serve() -> None:
     layout = nginx.NginxLayout.local("127.0.0.1", 9000, Path("/tmp/x"))
     with pytest.raises(ConfigError, match="no aggregators"):
@@ -99,6 +117,8 @@ def test_rendered_config_passes_nginx_t(runtime_dir: Path, layout_kind: str) -> 
     conf = runtime_dir / "nginx.conf"
     conf.write_text(nginx.render(topology_for([9101, 9102], [9201]), layout))
     nginx.check(conf, runtime_dir)
+    conf.write_text(nginx.render(topology_for([9101, 9102], [9201]), replace(layout, writer_sockets=str(runtime_dir))))
+    nginx.check(conf, runtime_dir)
     conf.write_text(conf.read_text().replace("least_conn;", "least_conn"))
     with pytest.raises(ConfigError, match="nginx -t failed"):
         nginx.check(conf, runtime_dir)
@@ -112,18 +132,25 @@ async def stub(request: web.Request) -> web.Response:
     return web.Response(text=f"{port} {request.method} {request.raw_path}\n")
 
 
+async def start_stub(port: int, unix_path: str | None = None) -> web.AppRunner:
+    """A stub answering with ``port``, there (and on a Unix socket if ``unix_path``, mode 0666 like a writer's)."""
+    app = web.Application()
+    app[STUB_PORT] = port
+    app.router.add_route("*", "/{tail:.*}", stub)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    if unix_path is not None:
+        await web.UnixSite(runner, unix_path).start()
+        os.chmod(unix_path, 0o666)
+    return runner
+
+
 @pytest.fixture
 async def stubs() -> AsyncIterator[dict[str, list[int]]]:
     """Three writers and one aggregator that answer with their own port."""
-    runners, ports = [], {"writers": [free_port() for _ in range(3)], "aggregators": [free_port()]}
-    for port in ports["writers"] + ports["aggregators"]:
-        app = web.Application()
-        app[STUB_PORT] = port
-        app.router.add_route("*", "/{tail:.*}", stub)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
+    ports = {"writers": [free_port() for _ in range(3)], "aggregators": [free_port()]}
+    runners = [await start_stub(port) for port in ports["writers"] + ports["aggregators"]]
     yield ports
     for runner in runners:
         await runner.cleanup()
@@ -134,10 +161,11 @@ def run_nginx(runtime_dir: Path) -> Iterator[object]:
     """Start the real nginx on a rendered configuration; stopped by pid."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(topology: Topology) -> str:
+    def start(topology: Topology, writer_sockets: str = "") -> str:
         port = free_port()
         conf = runtime_dir / "nginx.conf"
-        layout = nginx.NginxLayout.local("127.0.0.1", port, runtime_dir, served_dashboard(runtime_dir))
+        layout = replace(nginx.NginxLayout.local("127.0.0.1", port, runtime_dir, served_dashboard(runtime_dir)),
+                         writer_sockets=writer_sockets)
         conf.write_text(nginx.render(topology, layout))
         proc = subprocess.Popen(nginx.nginx_command(conf, runtime_dir, "-g", "daemon off;"))
         started.append(proc)
@@ -173,6 +201,32 @@ async def test_writes_follow_the_python_ring_and_skip_retired_shards(stubs: dict
             assert status == 200 and body.split()[0] == ring.lookup(raw).rsplit(":", 1)[1], (user, body)
             assert body.split()[2] == f"/analytics/1/{raw}/click?id=k{i}", "the path reaches the writer untouched"
             assert body.split()[0] != str(stubs["writers"][1])
+
+
+async def test_writes_over_sockets_follow_the_ring_of_the_socket_names(runtime_dir: Path, run_nginx: object) -> None:
+    """nginx hashes the ``unix:`` names it is given: batches are placed on their ring (sharding/placement.py)."""
+    ports = [free_port() for _ in range(4)]
+    topology = topology_for(ports[:3], ports[3:])
+    sockets = str(runtime_dir)
+    # Each writer stub answers its port on its TCP port and on its socket alike: the access log tells which.
+    runners = [await start_stub(p, socket_path(sockets, f"127.0.0.1:{p}")) for p in ports[:3]]
+    runners.append(await start_stub(ports[3]))
+    try:
+        base = run_nginx(topology, sockets)  # type: ignore[operator]
+        by_sockets, by_addresses = Placement.of(topology, sockets), Placement.of(topology)
+        users = [f"user{i}" for i in range(120)]
+        assert any(by_sockets.writer(u) != by_addresses.writer(u) for u in users), "the test could not fail"
+        async with aiohttp.ClientSession() as session:
+            for user in users:
+                status, body = await post(session, f"{base}/analytics?timestamp=1&user={user}&click")
+                assert status == 200 and f"127.0.0.1:{body.split()[0]}" == by_sockets.writer(user), (user, body)
+        access_log = runtime_dir / "access.log"
+        await wait_until(lambda: "upstream=unix:" in access_log.read_text() if access_log.exists() else False,
+                         "nginx to log the socket it used")
+        assert f"upstream=127.0.0.1:{ports[0]}" not in access_log.read_text()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
 
 
 async def test_methods_paths_and_nginx_own_answers(stubs: dict[str, list[int]], run_nginx: object) -> None:

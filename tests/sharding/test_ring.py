@@ -104,3 +104,15 @@ def test_weights_multiply_points() -> None:
 def test_empty_ring_is_refused() -> None:
     with pytest.raises(ValueError):
         Ring.build([])
+
+
+def test_a_ring_of_socket_names_is_their_ring_with_other_owners() -> None:
+    sockets = {f"unix:/run/r/writer-{a[-5:]}.sock": a for a in THREE}
+    ring = Ring.build(sockets, owner_of=sockets.__getitem__)
+    by_name = Ring.build(sockets)
+    assert ring.hashes == by_name.hashes, "the points are the hashes of the names nginx is given"
+    assert ring.owners == tuple(sockets[o] for o in by_name.owners)
+    users = [f"user{i}" for i in range(500)]
+    assert any(ring.lookup(u) != Ring.build(THREE).lookup(u) for u in users), "other names, another ring"
+    assert ring.lookup("user0", down={ring.lookup("user0")}) == sockets[by_name.lookup("user0",
+                                                                                     down={by_name.lookup("user0")})]

@@ -57,12 +57,13 @@ def free_base_port() -> int:
     raise RuntimeError("no free base port")
 
 
-def start_cluster(shards: int, aggregators: int, env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
+def start_cluster(shards: int, aggregators: int, env: dict[str, str] | None = None,
+                  writer_sockets: bool = False) -> Iterator[LocalCluster]:
     """Start a cluster in a temporary DATA_DIR, yield it, stop it: the body of a fixture (``env`` over TEST_ENV)."""
     settings = ClusterSettings(port=free_base_port(), shards=shards, aggregators=aggregators,
                                data_dir=world_traversable_tmpdir("reactions-e2e-") / "data",
                                service_env={**TEST_ENV, **(env or {})},
-                               passfile=session_passfile())
+                               passfile=session_passfile(), writer_sockets=writer_sockets)
     cluster = LocalCluster(settings)
     cluster.acquire_run_lock()
     try:

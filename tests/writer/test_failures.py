@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,9 @@ import asyncpg
 from common.hours import hour_of, now_ms
 from sharding.local.postgres import LocalPostgres
 from sharding.local.processes import free_port
+from sharding.sockets import socket_path
 from tests.support.shard_db import reset_database
+from tests.support.tmpdirs import world_traversable_tmpdir
 from tests.support.writer_db import WriterClient, rollup, stored_events
 from tests.waiting import wait_until
 
@@ -224,4 +227,44 @@ async def test_a_writer_closes_its_port_while_its_database_is_down_and_its_admin
         await wait_until(lambda: answers(f"{base}/readyz"), "the writer to reopen its port by itself")
         async with session.post(f"{base}/analytics/{ts}/after/click") as resp:
             assert resp.status == 204
+    assert {u for _, u, _ in await stored_events(server.dsn)} == {"before", "after"}
+
+
+async def unix_status(path: str, method: str, url: str) -> int | None:
+    """The status of one request on a fresh connection to the Unix socket ``path``; None if it cannot connect."""
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session, \
+                session.request(method, f"http://writer{url}") as resp:
+            return resp.status
+    except aiohttp.ClientConnectionError:
+        return None
+
+
+async def test_a_writer_socket_follows_its_port_closed_and_removed_while_its_database_is_down(
+        start_postgres: Callable[[], LocalPostgres]) -> None:
+    server = start_postgres()
+    await reset_database(server.dsn)
+    sockets = world_traversable_tmpdir("rx-sockets-")
+    async with writer_process(server.dsn, sockets / "writer.log", REACTIONS_WRITER_SOCKETS=str(sockets)) as (proc,
+                                                                                                            base):
+        path = socket_path(str(sockets), base.removeprefix("http://"))
+
+        async def socket_open() -> bool:
+            # 0666: nginx's workers may run as another user.
+            return await unix_status(path, "GET", "/readyz") == 200 and stat.S_IMODE(os.stat(path).st_mode) == 0o666
+
+        ts = now_ms()
+        await wait_until(socket_open, "the writer to open its socket")
+        assert await unix_status(path, "POST", f"/analytics/{ts}/before/click") == 204
+        server.stop()
+        # nginx's signal to move this shard's users: no socket to connect to, within the detection time.
+        await wait_until(lambda: not os.path.exists(path), "the writer to remove its socket", DETECTION_S + 1)
+        assert await unix_status(path, "GET", "/healthz") is None
+        assert await _refused(f"{base}/healthz"), "the port and the socket close together"
+        server.start()
+        await wait_until(socket_open, "the writer to reopen its socket by itself")
+        assert await unix_status(path, "POST", f"/analytics/{ts}/after/click") == 204
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert not os.path.exists(path), "a stopped writer leaves no socket behind"
     assert {u for _, u, _ in await stored_events(server.dsn)} == {"before", "after"}

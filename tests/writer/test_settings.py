@@ -35,3 +35,17 @@ def test_waiting_for_the_database_is_bounded_per_try_by_named_settings(monkeypat
     monkeypatch.setenv("REACTIONS_CONNECT_TIMEOUT_MS", "0")
     with pytest.raises(SettingsError, match="REACTIONS_CONNECT_TIMEOUT_MS"):
         Settings.from_env()
+
+
+def test_the_socket_directory_is_absolute_and_its_socket_path_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REACTIONS_WRITER_SOCKETS", raising=False)
+    monkeypatch.setenv("REACTIONS_PORT", "8101")
+    assert Settings.from_env().unix_path is None, "TCP only unless asked"
+    monkeypatch.setenv("REACTIONS_WRITER_SOCKETS", "/run/reactions/")
+    assert Settings.from_env().unix_path == "/run/reactions/writer-8101.sock"
+    monkeypatch.setenv("REACTIONS_WRITER_SOCKETS", "var/sockets")
+    with pytest.raises(SettingsError, match="absolute"):
+        Settings.from_env()
+    monkeypatch.setenv("REACTIONS_WRITER_SOCKETS", "/" + "d" * 100)
+    with pytest.raises(SettingsError, match="at most 107 bytes"):
+        Settings.from_env()
