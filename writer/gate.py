@@ -111,7 +111,8 @@ class ListenGate:
         except OSError:
             for site in opened:
                 await site.stop()
-            self._unlink()
+            if len(opened) == len(sites) and self._unix_path is not None:
+                self._unlink()  # ours: only chmod failed; never another writer's live socket
             raise
         return opened
 

@@ -35,11 +35,14 @@ from writer.batch_db import Part
 
 PART_PATH = "/_internal/batch-part"
 DIGEST_HEADER = "X-Reactions-Batch-Digest"
+# A record number has at most this many digits on the fast path (a longer one
+# goes to the csv reader, which refuses what int() cannot read).
+MAX_RECORD_DIGITS = 9
 # A record of a plainly valid part: a record number, a timestamp of at most 19
 # digits, a username of allowed characters (common/events.py) without a
 # comma or a quote, the event's number; ended by LF, CRLF or the body's end.
 FAST_RECORD = re.compile(
-    rf"([0-9]+),([0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}),"
+    rf"([0-9]{{1,{MAX_RECORD_DIGITS}}}),([0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}),"
     rf"([^,\"\x00-\x1f\x7f-\x9f]{{1,{MAX_USERNAME_CHARS}}}),"
     rf"([{''.join(str(int(e)) for e in Event)}])(\r\n|\n|\Z)")
 # What csv.writer quotes in a field (its QUOTE_MINIMAL): a username holds no line end.

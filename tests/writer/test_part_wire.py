@@ -101,3 +101,11 @@ def test_decoding_accepts_and_refuses_as_the_csv_reader(odd_share: float) -> Non
 def test_the_fast_reader_leaves_the_unusual_to_the_csv_reader(text: str) -> None:
     assert fast_part(text, NOW) is None
     assert decoded(text.encode()) == decoded_by_csv(text.encode())
+
+
+def test_a_record_number_too_long_for_int_is_a_400_not_a_crash() -> None:
+    """Python refuses to read an int of over 4,300 digits: the csv path turns that into a 400."""
+    text = "9" * 5000 + ",1764000000000,a,1\n"
+    assert fast_part(text, NOW) is None
+    with pytest.raises(BadInput):
+        decode_part(text.encode(), NOW)
