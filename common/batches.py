@@ -34,8 +34,8 @@ from common.events import (
     EVENT_NAMES,
     MAX_FUTURE_SKEW_MS,
     MAX_TIMESTAMP_DIGITS,
-    MAX_USERNAME_CHARS,
     MIN_WRITE_TIMESTAMP_MS,
+    PLAIN_USERNAME,
     BadInput,
     Reaction,
     bad_request,
@@ -51,7 +51,7 @@ BOM = b"\xef\xbb\xbf"
 # body holds no surrogate; an event name), ended by LF, CRLF or the body's end.
 FAST_RECORD = re.compile(
     rf"([0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}),"
-    rf"([^,\"\x00-\x1f\x7f-\x9f]{{1,{MAX_USERNAME_CHARS}}}),"
+    rf"({PLAIN_USERNAME}),"
     rf"({'|'.join(map(re.escape, EVENT_NAMES))})(\r\n|\n|\Z)")
 FAST_HEADER = re.compile("timestamp,user,event(?:\\r\\n|\\n)")
 EVENT_NUMBERS = {name: int(event) for name, event in EVENT_NAMES.items()}
@@ -69,6 +69,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+
+def csv_field(value: str) -> str:
+    """RFC 4180: quoted only when it must be (a valid username holds no line break)."""
+    if "," in value or '"' in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 class TooManyEvents(Exception):

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from sharding.config import Shard, Topology
 from sharding.nginx import writer_addresses
-from sharding.ring import Ring
+from sharding.ring import Ring, first_up
 from sharding.sockets import writer_server
 
 # Users whose walk (sharding/ring.py ``Ring.walk``) a Placement keeps: a
@@ -54,7 +54,4 @@ class Placement:
             if len(self.walks) >= CACHED_USERS:
                 self.walks.clear()
             walk = self.walks[user] = self.ring.walk(placement_key(user))
-        for writer in walk:
-            if writer not in down:
-                return writer
-        raise LookupError("every server of the ring is down")
+        return first_up(walk, down)

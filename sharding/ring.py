@@ -112,9 +112,12 @@ class Ring:
 
     def lookup(self, key: str | bytes, down: Collection[str] = ()) -> str:
         """The server nginx sends ``key`` to, skipping the servers in ``down``."""
-        start = bisect.bisect_left(self.hashes, key_hash(key))
-        for step in range(len(self.hashes)):
-            owner = self.owners[(start + step) % len(self.hashes)]
-            if owner not in down:
-                return owner
-        raise LookupError("every server of the ring is down")
+        return first_up(self.walk(key), down)
+
+
+def first_up(walk: Iterable[str], down: Collection[str]) -> str:
+    """The first server of a walk (``Ring.walk``) not in ``down``: where nginx's walk stops."""
+    for server in walk:
+        if server not in down:
+            return server
+    raise LookupError("every server of the ring is down")

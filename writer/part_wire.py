@@ -20,11 +20,12 @@ import csv
 import io
 import re
 
+from common.batches import csv_field
 from common.events import (
     BAD_RECORD,
     MAX_FUTURE_SKEW_MS,
     MAX_TIMESTAMP_DIGITS,
-    MAX_USERNAME_CHARS,
+    PLAIN_USERNAME,
     Event,
     bad_request,
     parse_timestamp,
@@ -43,16 +44,8 @@ MAX_RECORD_DIGITS = 9
 # comma or a quote, the event's number; ended by LF, CRLF or the body's end.
 FAST_RECORD = re.compile(
     rf"([0-9]{{1,{MAX_RECORD_DIGITS}}}),([0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}),"
-    rf"([^,\"\x00-\x1f\x7f-\x9f]{{1,{MAX_USERNAME_CHARS}}}),"
+    rf"({PLAIN_USERNAME}),"
     rf"([{''.join(str(int(e)) for e in Event)}])(\r\n|\n|\Z)")
-# What csv.writer quotes in a field (its QUOTE_MINIMAL): a username holds no line end.
-NEEDS_QUOTES = re.compile('[,"]')
-
-
-def csv_field(user: str) -> str:
-    return '"' + user.replace('"', '""') + '"' if NEEDS_QUOTES.search(user) else user
-
-
 def encode_part(part: Part) -> bytes:
     """The bytes csv.writer writes for the part's records (usernames quoted when they hold a comma or a quote)."""
     return "".join([f"{n},{t},{csv_field(u)},{e}\n" for n, t, u, e in

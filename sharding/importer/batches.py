@@ -14,9 +14,10 @@ twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from common.batches import csv_field
 from common.events import (
     EVENT_NAMES,
     MAX_FUTURE_SKEW_MS,
@@ -52,26 +53,17 @@ class Batch:
     events: int
     first: str
     last: str
-    rows: Sequence[SourceRow] = field(repr=False, compare=False)
+    rows: Iterable[SourceRow] = field(repr=False, compare=False)
 
 
-class KeptRows(Sequence[SourceRow]):
-    """A batch's rows, made only when asked for (a refused batch's rows go to the rejects file)."""
+class KeptRows:
+    """A batch's rows, made only when iterated (a refused batch's rows go to the rejects file)."""
 
     def __init__(self, spans: list[tuple[Chunk, list[int]]]) -> None:
         self.spans = spans
 
-    def rows(self) -> list[SourceRow]:
-        return [chunk.row(i) for chunk, kept in self.spans for i in kept]
-
-    def __len__(self) -> int:
-        return sum(len(kept) for _, kept in self.spans)
-
-    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
-        return self.rows()[index]
-
     def __iter__(self) -> Iterator[SourceRow]:
-        return iter(self.rows())
+        return (chunk.row(i) for chunk, kept in self.spans for i in kept)
 
 
 def text(value: str | int | None) -> str:
@@ -89,13 +81,6 @@ def check(row: SourceRow, now: int) -> bytes | Reject:
     except BadInput as exc:
         return Reject(row.label, text(row.ts), row.user, row.event, (exc.text or "").strip())
     return f"{reaction.ts},{csv_field(reaction.username)},{row.event}\n".encode()
-
-
-def csv_field(value: str) -> str:
-    """RFC 4180: quoted only when it must be (a valid username holds no line break)."""
-    if "," in value or '"' in value:
-        return '"' + value.replace('"', '""') + '"'
-    return value
 
 
 class BatchMaker:

@@ -163,8 +163,8 @@ class LocalCluster(DataDir):
         # The applied shard file: a writer places a batch's events as nginx would (docs/contract.md, Batches).
         env = {**self.service_env(port_of(address)), "REACTIONS_DSN": shard.dsn,
                "REACTIONS_SHARDS_FILE": str(self.applied_file)}
-        if self.writer_sockets():
-            env["REACTIONS_WRITER_SOCKETS"] = self.writer_sockets()
+        if sockets := self.writer_sockets():
+            env["REACTIONS_WRITER_SOCKETS"] = sockets
         return self.launch(name, "writer", self.settings.writer_argv, port=port_of(address),
                            log=self.root / "logs" / f"{name}.log", env=env, cwd=REPO_ROOT, shard=shard.name)
 
